@@ -1,0 +1,33 @@
+# Quick start: `make test` (tests) and `make demo` / `make bench` (main job). Each target creates or
+# reuses .venv, installs the pinned dev requirements and builds the C++ extension (required).
+PY      ?= python3
+VENV    ?= .venv
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.fastdenoise-installed
+SOURCES := $(wildcard csrc/*.cpp csrc/*.h csrc/cpu/*.cpp) setup.py pyproject.toml requirements-dev.txt
+
+.PHONY: install test test-fast bench bench-gpu clean
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+$(STAMP): $(BIN)/python $(SOURCES)
+	$(BIN)/python -m pip install -q -r requirements-dev.txt
+	FASTDENOISE_REQUIRE_EXT=1 $(BIN)/python -m pip install -q --no-build-isolation -e .
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# Every test (Triton kernels in the CPU interpreter when there is no GPU), then each benchmark once
+# as a smoke test.
+test: $(STAMP)
+	FASTDENOISE_REQUIRE_EXT=1 $(BIN)/python -m pytest -q tests
+	FASTDENOISE_REQUIRE_EXT=1 $(BIN)/python -m pytest -q benchmarks --benchmark-disable -p no:cacheprovider
+
+# The benchmark suite on this machine: JSON under benchmarks/results/<device>/, table printed.
+bench: $(STAMP)
+	$(BIN)/python -m benchmarks.run
+
+clean:
+	rm -rf build $(VENV) fastdenoise/_C*.so *.egg-info .pytest_cache .benchmarks

@@ -1,0 +1,28 @@
+// The pybind11 module fastdenoise._C: plain functions called by the ops' CPU impls (the schemas
+// live in Python, see fastdenoise/_library.py). Each csrc/cpu/<op>.cpp provides register_<op>.
+#include <torch/extension.h>
+
+#include "philox.h"
+
+namespace fastdenoise {
+void register_neighbor(pybind11::module_& m);
+}  // namespace fastdenoise
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.doc() = "fastdenoise C++ CPU kernels";
+  m.def(
+      "philox",
+      [](int64_t seed, const at::Tensor& counter, int64_t stream) {
+        TORCH_CHECK(counter.scalar_type() == at::kLong && counter.is_cpu(), "counter must be a CPU int64 tensor");
+        auto c = counter.contiguous();
+        auto out = at::empty_like(c);
+        const fastdenoise::Seed s(seed);
+        const int64_t* cp = c.data_ptr<int64_t>();
+        int64_t* op = out.data_ptr<int64_t>();
+        for (int64_t i = 0; i < c.numel(); ++i)
+          op[i] = fastdenoise::philox(s, static_cast<uint64_t>(cp[i]), static_cast<uint32_t>(stream));
+        return out;
+      },
+      "Philox4x32-10 first word per counter (for tests)");
+  fastdenoise::register_neighbor(m);
+}

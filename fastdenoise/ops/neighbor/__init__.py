@@ -1,0 +1,1 @@
+"""Neighbor2Neighbor: neighbour sub-sampler and loss."""

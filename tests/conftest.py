@@ -1,0 +1,37 @@
+"""Test configuration: Triton runs in its CPU interpreter when no CUDA device is present.
+
+TRITON_INTERPRET is read when kernels are decorated, so it is set here before fastdenoise (or any
+kernel module) is imported. Options: --device (env FASTDENOISE_TEST_DEVICE) picks cpu or cuda.
+"""
+import os
+
+import pytest
+import torch
+
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+
+def pytest_addoption(parser):
+    parser.addoption("--device", default=os.environ.get("FASTDENOISE_TEST_DEVICE"),
+                     help="device for op tests: cpu or cuda (default: cuda if available, else cpu)")
+
+
+def pytest_configure(config):
+    dev = config.getoption("--device") or ("cuda" if torch.cuda.is_available() else "cpu")
+    os.environ["FASTDENOISE_TEST_DEVICE"] = dev
+
+
+def pytest_collection_modifyitems(config, items):
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(autouse=True)
+def _seed_everything():
+    torch.manual_seed(0)
+    yield
