@@ -6,7 +6,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.fastdenoise-installed
 SOURCES := $(wildcard csrc/*.cpp csrc/*.h csrc/cpu/*.cpp) setup.py pyproject.toml requirements-dev.txt
 
-.PHONY: install test test-fast bench bench-gpu clean
+.PHONY: install test bench gpu-test gpu-bench clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -31,3 +31,11 @@ bench: $(STAMP)
 
 clean:
 	rm -rf build $(VENV) fastdenoise/_C*.so *.egg-info .pytest_cache .benchmarks
+
+# On the GPU machine (python3 with torch/triton/pytest preinstalled, no registry): run from the tree.
+gpu-test:
+	python3 setup.py build_ext --inplace
+	PYTHONPATH=. python3 -m pytest -q tests
+
+gpu-bench:
+	PYTHONPATH=. python3 -m benchmarks.run
