@@ -1,0 +1,160 @@
+"""Positive2Negative (P2N, CVPR 2025) on the fused ops (METHODS.md section 2).
+
+Per iteration (section 2.2 pseudocode and [DECISION]s):
+
+1. ``x_hat = F(y)`` under ``no_grad`` (stop-gradient on x_hat and n_hat = y - x_hat);
+2. ``z = [x_hat + a n_hat; x_hat - b n_hat]`` with a, b ~ N(1, 0.75), one scalar per image and branch,
+   not clamped (:func:`fastdenoise.functional.rdc_renoise`, one kernel);
+3. one 2B forward ``F(z)`` split into (positive, negative);
+4. ``L = mean((|F(y+) - F(y-)| + 1e-8)^gamma_t)`` (:func:`fastdenoise.functional.p2n_loss`, fused
+   forward/backward) with gamma linear from 2 to 1.5 per iteration (:func:`~fastdenoise.functional.p2n_gamma`);
+5. AdamW (lr 1e-4, weight decay 0.01), 100 iterations; optional output EMA of x_hat.
+
+The network is :class:`~fastdenoise.models.unet_n2n.UNetN2N`, initialised from fastdenoise's own
+supervised-AWGN weights (``init="gaussian_pretrained"``, ``fastdenoise/weights/unet_n2n_gauss.pt``; P2N's
+are not public, see ``scripts/pretrain_p2n.py``) or from scratch (``init="scratch"``).
+
+Example:
+    >>> from fastdenoise.methods import p2n
+    >>> res = p2n.fit(noisy)                 # (1, 3, H, W) in [0, 1] -> FitResult
+    >>> trainer = p2n.build()                # reuse one model for many images (in-place re-init)
+    >>> outs = [trainer.fit(y).output for y in images]
+"""
+from __future__ import annotations
+
+import os
+import warnings
+from dataclasses import dataclass
+
+import torch
+
+from fastdenoise.methods.engine import FitConfig
+from fastdenoise.methods.engine import FitResult
+from fastdenoise.methods.engine import Trainer
+from fastdenoise.methods.engine import crop_sampler
+
+WEIGHTS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "weights")
+DEFAULT_WEIGHTS = os.path.join(WEIGHTS_DIR, "unet_n2n_gauss.pt")
+
+
+@dataclass
+class P2NConfig(FitConfig):
+    """P2N defaults (see the module docstring). Extra fields:
+
+    Attributes:
+        sigma: std of the renoising scales N(1, sigma).
+        granularity: ``"image"`` (default), ``"batch"`` or ``"pixel"`` scales.
+        gamma_start, gamma_end: the loss exponent schedule (linear per iteration).
+        eps: the loss epsilon.
+        detach: stop-gradient through x_hat (first pass under no_grad). False lets gradients flow.
+        clamp: clamp the renoised images to [0, 1] (off by default).
+        init: ``"gaussian_pretrained"`` or ``"scratch"``.
+        weights: path of the initial weights (None: the shipped ones).
+    """
+
+    iters: int | None = 100
+    lr: float = 1e-4
+    optimizer: str = "adamw"
+    weight_decay: float = 0.01
+    sigma: float = 0.75
+    granularity: str = "image"
+    gamma_start: float = 2.0
+    gamma_end: float = 1.5
+    eps: float = 1e-8
+    detach: bool = True
+    clamp: bool = False
+    init: str = "gaussian_pretrained"
+    weights: str | None = None
+
+
+def load_weights(path: str | None = None) -> dict:
+    """fp32 state dict of a UNetN2N checkpoint (the shipped fp16 file, a plain state dict, or a
+    :class:`~fastdenoise.methods.engine.Trainer` checkpoint)."""
+    path = DEFAULT_WEIGHTS if path is None else path
+    ck = torch.load(path, map_location="cpu", weights_only=False)
+    if isinstance(ck, dict) and "state_dict" in ck:
+        ck = ck["state_dict"]
+    elif isinstance(ck, dict) and "model" in ck and isinstance(ck["model"], dict):
+        ck = ck["model"]
+    return {k: v.float() for k, v in ck.items()}
+
+
+class P2N:
+    """The P2N step; stateless apart from its config."""
+
+    name = "p2n"
+
+    def __init__(self, config: P2NConfig):
+        self.cfg = config
+
+    def default_iters(self, device: torch.device) -> int:
+        return 100
+
+    def step(self, tr: Trainer, y: torch.Tensor, t: int, total: int, seed: int):
+        import fastdenoise.functional as F
+
+        c, be = self.cfg, tr.backend
+        if c.detach:
+            with torch.no_grad():
+                x_hat = tr.net(y).float()
+        else:
+            x_hat = tr.net(y).float()
+        kw = {"clamp": True} if c.clamp else {}
+        z, _ = F.rdc_renoise(y, x_hat, seed, sigma=c.sigma, granularity=c.granularity, detach=c.detach,
+                             backend=be, **kw)
+        out_pos, out_neg = tr.net(z).float().chunk(2, dim=0)
+        gamma = F.p2n_gamma(t, total, start=c.gamma_start, end=c.gamma_end)
+        loss = F.p2n_loss(out_pos, out_neg, gamma, c.eps, backend=be)
+        return loss, x_hat.detach()
+
+
+def build(config: P2NConfig | None = None, *, in_ch: int = 3, model: torch.nn.Module | None = None,
+          **overrides) -> Trainer:
+    """A :class:`Trainer` for P2N with the initial weights loaded (keep it to fit many images).
+
+    Args:
+        config: a :class:`P2NConfig` (default: the P2N defaults); ``overrides`` replace fields.
+        in_ch: image channels (the shipped weights are RGB: ``in_ch`` must be 3 for them).
+        model: a network to use instead of a new UNetN2N (its current weights become the init).
+    """
+    from fastdenoise.models.unet_n2n import UNetN2N
+
+    cfg = (config or P2NConfig()).replace(**overrides) if overrides else (config or P2NConfig())
+    if cfg.init not in ("gaussian_pretrained", "scratch"):
+        raise ValueError(f"init must be 'gaussian_pretrained' or 'scratch', got {cfg.init!r}")
+    if model is None:
+        torch.manual_seed(cfg.seed)
+        model = UNetN2N(in_ch)
+        if cfg.init == "gaussian_pretrained":
+            path = cfg.weights or DEFAULT_WEIGHTS
+            if in_ch != 3:
+                raise ValueError(f"the Gaussian-pretrained weights are RGB; in_ch={in_ch} needs init='scratch' "
+                                 "(fastdenoise.denoise replicates grayscale to RGB for you)")
+            if os.path.exists(path):
+                model.load_state_dict(load_weights(path))
+            elif cfg.weights:
+                raise FileNotFoundError(f"weights file not found: {cfg.weights}")
+            else:
+                warnings.warn(f"shipped P2N weights missing ({path}); starting from scratch", stacklevel=2)
+    return Trainer(model, P2N(cfg), cfg)
+
+
+def fit(y: torch.Tensor, config: P2NConfig | None = None, *, clean: torch.Tensor | None = None,
+        trainer: Trainer | None = None, **overrides) -> FitResult:
+    """Single-image mode: fit P2N to ``y`` (B, C, H, W) on [0, 1] and return the result.
+
+    ``trainer`` (from :func:`build`) is re-initialised in place and reused; otherwise one is built.
+    """
+    tr = trainer or build(config, in_ch=y.shape[-3], **overrides)
+    return tr.fit(y, clean=clean)
+
+
+def train(images: list, config: P2NConfig | None = None, *, crop: int = 128, batch: int = 4,
+          iters: int | None = None, trainer: Trainer | None = None, **overrides) -> Trainer:
+    """Dataset mode: train on random ``crop`` crops of ``images`` ((C, H, W) tensors); return the trainer.
+
+    Denoise afterwards with ``trainer.denoise(y)``. Checkpoint/resume through the config.
+    """
+    tr = trainer or build(config, in_ch=int(torch.as_tensor(images[0]).shape[0]), **overrides)
+    tr.fit_dataset(crop_sampler(images, crop, batch, tr.cfg.seed), iters=iters)
+    return tr

@@ -1,0 +1,78 @@
+"""The fastdenoise command line on tiny PNGs (Nb2Nb, 1 iteration), including a bad file."""
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from fastdenoise import cli
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """One intra-op thread: on the shared 2-core machine, oversubscribed threads slow tiny convs ~40x."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _png(path, seed, noisy=True):
+    import imageio.v3 as iio
+
+    rng = np.random.default_rng(seed)
+    x = np.tile(np.linspace(0, 1, 32, dtype=np.float32), (32, 1))[..., None].repeat(3, 2)
+    if noisy:
+        x = x + 0.1 * rng.standard_normal(x.shape).astype(np.float32)
+    iio.imwrite(path, np.floor(np.clip(x, 0, 1) * 255 + 0.5).astype(np.uint8))
+    return str(path)
+
+
+def test_help_teaches(capsys):
+    with pytest.raises(SystemExit) as e:
+        cli.main(["--help"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    assert "p2n" in out and "Examples" in out and "denoise" in out
+
+
+def test_denoise_reports_bad_file_and_continues(tmp_path, capsys):
+    good = _png(tmp_path / "a.png", 0)
+    bad = tmp_path / "bad.png"
+    bad.write_text("not an image")
+    clean = _png(tmp_path / "clean.png", 0, noisy=False)
+    out = tmp_path / "out"
+    rc = cli.main(["denoise", good, str(bad), "-o", str(out), "--method", "nb2nb", "--iters", "1",
+                   "--device", "cpu", "--plot"])
+    assert rc == 1
+    err = capsys.readouterr().err
+    assert "FAILED" in err and "bad.png" in err
+    assert os.path.exists(out / "a_nb2nb.png") and os.path.exists(out / "a_nb2nb_compare.png")
+    assert not list(out.glob("*tmp*"))
+    rc = cli.main(["denoise", good, "-o", str(out), "--method", "nb2nb", "--iters", "1", "--device", "cpu",
+                   "--clean", clean])
+    assert rc == 0 and "PSNR" in capsys.readouterr().out
+
+
+def test_denoise_planned_method_fails_cleanly(tmp_path, capsys):
+    good = _png(tmp_path / "a.png", 1)
+    rc = cli.main(["denoise", good, "-o", str(tmp_path), "--method", "apr", "--device", "cpu"])
+    assert rc == 1 and "not registered yet" in capsys.readouterr().err
+    assert not os.path.exists(tmp_path / "a_apr.png")
+
+
+def test_train_checkpoint_and_resume(tmp_path, capsys):
+    data = tmp_path / "data"
+    data.mkdir()
+    for s in range(2):
+        _png(data / f"{s}.png", s)
+    ck = str(tmp_path / "nb.pt")
+    base = ["train", "--method", "nb2nb", "--data", str(data), "--out", ck, "--crop", "32", "--batch", "1",
+            "--device", "cpu", "--quiet"]
+    assert cli.main(base + ["--iters", "1"]) == 0 and os.path.exists(ck)
+    assert cli.main(base + ["--iters", "2", "--resume"]) == 0
+    assert "2 iterations (1 in this run" in capsys.readouterr().out
+
+
+def test_stubs_say_so(capsys):
+    assert cli.main(["eval"]) == 2 and "not implemented" in capsys.readouterr().err
