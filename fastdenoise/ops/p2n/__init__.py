@@ -1,0 +1,1 @@
+"""Positive2Negative: renoised data construction (RDC) and the (|d| + eps)^gamma loss."""

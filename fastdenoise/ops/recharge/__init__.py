@@ -1,0 +1,1 @@
+"""Recharged Distillation (APR-RD): recharged multi-target L1 loss."""
