@@ -6,6 +6,12 @@
 
 namespace fastdenoise {
 void register_neighbor(pybind11::module_& m);
+void register_blind2grad(pybind11::module_& m);
+void register_blindspot(pybind11::module_& m);
+void register_p2n(pybind11::module_& m);
+void register_recharge(pybind11::module_& m);
+void register_apr(pybind11::module_& m);
+void register_noise2same(pybind11::module_& m);
 }  // namespace fastdenoise
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
@@ -25,4 +31,10 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
       },
       "Philox4x32-10 first word per counter (for tests)");
   fastdenoise::register_neighbor(m);
+  fastdenoise::register_blind2grad(m);
+  fastdenoise::register_blindspot(m);
+  fastdenoise::register_p2n(m);
+  fastdenoise::register_recharge(m);
+  fastdenoise::register_apr(m);
+  fastdenoise::register_noise2same(m);
 }

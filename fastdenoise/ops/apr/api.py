@@ -1,0 +1,119 @@
+"""Public APR ops: ``apr_sample`` and ``apr_loss`` (autograd wrappers over the fused ops)."""
+from __future__ import annotations
+
+import torch
+from torch.autograd.function import once_differentiable
+
+from fastdenoise._runtime import check_float
+from fastdenoise._runtime import check_like
+from fastdenoise._runtime import check_seed
+from fastdenoise._runtime import check_tensor
+from fastdenoise._runtime import resolve_backend
+from fastdenoise._runtime import skip_checks
+from fastdenoise.ops.apr import ops
+from fastdenoise.ops.apr.reference import apr_loss_ref
+from fastdenoise.ops.apr.reference import apr_sample_ref
+
+
+class APRSampleFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, seed, backend):
+        h1, h2 = ops.apr_sample_fwd(x, seed, backend)
+        ctx.seed, ctx.backend = seed, backend
+        return h1, h2
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, dh1, dh2):
+        if not ctx.needs_input_grad[0]:
+            return None, None, None
+        if dh1 is None:
+            dh1 = torch.zeros_like(dh2)
+        if dh2 is None:
+            dh2 = torch.zeros_like(dh1)
+        return ops.apr_sample_bwd(dh1, dh2, ctx.seed, ctx.backend), None, None
+
+
+class APRLossFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, out, y, fy, seed, lam, grad_through_reg, backend):
+        grad_fy = grad_through_reg and ctx.needs_input_grad[2]
+        loss, gout, gfy = ops.apr_loss_fwd(out, y, fy, seed, lam, ctx.needs_input_grad[0], grad_fy, backend)
+        ctx.save_for_backward(gout, gfy)
+        ctx.grad_fy = grad_fy
+        return loss
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, dloss):
+        gout, gfy = ctx.saved_tensors
+        dout = gout * dloss.to(gout.dtype) if ctx.needs_input_grad[0] else None
+        dfy = gfy * dloss.to(gfy.dtype) if ctx.grad_fy else None
+        return dout, None, dfy, None, None, None, None
+
+
+def apr_sample(x: torch.Tensor, seed: int, *, backend: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """APR's Adjacent Pixel Replacer: two random 3x3-neighbour images of ``x``.
+
+    For every pixel and image one of the 72 ordered pairs (p, q) of distinct 3x3 window positions
+    (centre allowed; table in ``fastdenoise.ops.apr.reference.PAIRS72``) is drawn uniformly from the
+    Philox stream of ``seed`` and shared across channels; h1 takes position p, h2 position q.
+    Source coordinates are clamped at the borders (replicate edge, as the official code), so h1
+    and h2 may coincide there.
+
+    Args:
+        x: (B, C, H, W) float tensor, H and W >= 1. Any strides; outputs are contiguous.
+        seed: integer in [0, 2**63); the same seed gives bit-identical samples on every backend.
+        backend: ``"torch"`` (reference), ``"cpp"``, ``"triton"`` or None (auto, or the
+            ``FASTDENOISE_BACKEND`` environment variable).
+
+    Returns:
+        (h1, h2), each (B, C, H, W). Differentiable with respect to ``x`` (deterministic gather-form
+        backward, no atomics).
+
+    Example:
+        >>> h1, h2 = apr_sample(torch.rand(1, 3, 8, 8), seed=0)
+    """
+    if not skip_checks():
+        check_tensor("x", x)
+        seed = check_seed(seed)
+    be = resolve_backend(backend, x.device)
+    if be == "torch":
+        return apr_sample_ref(x, seed)
+    return APRSampleFunction.apply(x, seed, be)
+
+
+def apr_loss(out: torch.Tensor, y: torch.Tensor, fy: torch.Tensor, seed: int, lam: float = 4.0,
+             grad_through_reg: bool = False, *, backend: str | None = None) -> torch.Tensor:
+    """APR loss, fused: no h2(y), h1(fy) or h2(fy) is materialised.
+
+    ``L = mean|out - h2(y)| + lam * mean|out - h2(y) - (h1(fy) - h2(fy))|`` where h1, h2 are the
+    samplers of ``seed`` (the same draw as ``apr_sample(y, seed)``).
+
+    Args:
+        out: (B, C, H, W) network output on ``h1(y)``.
+        y: (B, C, H, W) noisy image (a constant).
+        fy: (B, C, H, W) network output on the full ``y``.
+        seed: the seed used to sample ``h1(y)``.
+        lam: weight of the regulariser (4 in the paper, constant).
+        grad_through_reg: False (paper, default): ``fy`` is a constant. True (official code): the
+            gradient also flows into ``fy`` through ``h1(fy) - h2(fy)``.
+        backend: as for :func:`apr_sample`.
+
+    Returns:
+        Scalar loss (float32 for half inputs, else the input dtype).
+    """
+    if not skip_checks():
+        check_tensor("y", y)
+        check_like("fy", fy, "y", y)
+        check_like("out", out, "y", y)
+        seed = check_seed(seed)
+        lam = check_float("lam", lam, lo=0.0)
+        if not isinstance(grad_through_reg, bool):
+            raise TypeError(f"grad_through_reg must be a bool, got {type(grad_through_reg).__name__}")
+    be = resolve_backend(backend, out.device)
+    if be == "torch":
+        return apr_loss_ref(out, y, fy, seed, lam, grad_through_reg)
+    if not grad_through_reg:
+        fy = fy.detach()
+    return APRLossFunction.apply(out, y.detach(), fy, seed, float(lam), bool(grad_through_reg), be)
