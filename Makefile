@@ -6,7 +6,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.fastdenoise-installed
 SOURCES := $(wildcard csrc/*.cpp csrc/*.h csrc/cpu/*.cpp) setup.py pyproject.toml requirements-dev.txt
 
-.PHONY: install test bench gpu-test gpu-bench clean
+.PHONY: install demo test bench quality gpu-test gpu-bench gpu-quality clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -19,6 +19,11 @@ $(STAMP): $(BIN)/python $(SOURCES)
 
 install: $(STAMP)
 
+# The main job: denoise a noisy 256x256 astronaut crop (Gaussian sigma 25, fixed seed) with P2N from the
+# shipped Gaussian-pretrained U-Net; prints PSNR before/after and the time, writes out/demo/.
+demo: $(STAMP)
+	$(BIN)/python scripts/demo.py
+
 # Every test (Triton kernels in the CPU interpreter when there is no GPU), then each benchmark once
 # as a smoke test.
 test: $(STAMP)
@@ -28,6 +33,10 @@ test: $(STAMP)
 # The benchmark suite on this machine: JSON under benchmarks/results/<device>/, table printed.
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.run
+
+# The committed quality table (reduced on CPU: see benchmarks/quality.py --help).
+quality: $(STAMP)
+	$(BIN)/python -m benchmarks.quality --cpu-reduced
 
 clean:
 	rm -rf build $(VENV) fastdenoise/_C*.so *.egg-info .pytest_cache .benchmarks
@@ -39,3 +48,6 @@ gpu-test:
 
 gpu-bench:
 	PYTHONPATH=. python3 -m benchmarks.run
+
+gpu-quality:
+	PYTHONPATH=. python3 -m benchmarks.quality

@@ -1,4 +1,4 @@
-"""``fastdenoise`` command line: denoise images, train on a folder, (eval, bench: not written yet).
+"""``fastdenoise`` command line: denoise images, train on a folder, evaluate quality, run the benchmarks.
 
 Examples:
     fastdenoise denoise noisy.png -o out/                      # P2N, 100 iterations, shipped weights
@@ -213,9 +213,36 @@ def cmd_train(a) -> int:
     return 0
 
 
-def cmd_stub(a) -> int:
-    print(f"'fastdenoise {a.command}' is not implemented yet", file=sys.stderr)
-    return 2
+def cmd_eval(a) -> int:
+    import json
+
+    from fastdenoise.evaluate import environment
+    from fastdenoise.evaluate import evaluate
+    from fastdenoise.evaluate import format_table
+    from fastdenoise.evaluate import rows_to_json
+
+    split = lambda v: [x for x in v.split(",") if x]  # noqa: E731
+    rows = evaluate(split(a.images), split(a.noise), split(a.method), crop=a.crop, device=a.device, seed=a.seed,
+                    reference=a.reference, iters=a.iters, progress=None if a.json else print)
+    if a.json:
+        print(json.dumps({"environment": environment(), "rows": rows_to_json(rows)}, indent=1))
+    else:
+        env = environment()
+        print(format_table(rows))
+        print(f"\nDevice: {env['device']}; torch {env['torch']}; {env['date']}; crop {a.crop}; seed {a.seed}.")
+    return 0
+
+
+def cmd_bench(a) -> int:
+    import subprocess
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    if not os.path.isdir(os.path.join(root, "benchmarks")):
+        print("fastdenoise bench runs the benchmark suite of a source checkout (benchmarks/ not found)",
+              file=sys.stderr)
+        return 2
+    cmd = [sys.executable, "-m", "benchmarks.run"] + (["-k", a.k] if a.k else [])
+    return subprocess.call(cmd, cwd=root)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -269,10 +296,23 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.set_defaults(func=cmd_train)
 
-    for name, hlp in (("eval", "evaluate on a benchmark (not implemented yet)"),
-                      ("bench", "time the fused ops and training steps (not implemented yet)")):
-        s = sub.add_parser(name, help=hlp)
-        s.set_defaults(func=cmd_stub)
+    e = sub.add_parser("eval", help="PSNR/SSIM/time of methods on sample images with synthetic noise",
+                       description="Denoise 256x256 centre crops of scikit-image samples with synthetic noise and "
+                                   "print a table (noisy input and BM3D, if installed, as rows).")
+    e.add_argument("--method", default="p2n", help="comma-separated methods (default p2n), e.g. p2n,nb2nb")
+    e.add_argument("--noise", default="gaussian:25", help="comma-separated: gaussian:SIGMA255, poisson:LAMBDA")
+    e.add_argument("--images", default="astronaut", help="comma-separated: astronaut,chelsea,coffee,camera")
+    e.add_argument("--crop", type=int, default=256)
+    e.add_argument("--iters", type=int, default=None, help="iterations (default: each method's)")
+    e.add_argument("--reference", action="store_true", help="also run the reference configuration")
+    e.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--json", action="store_true", help="machine-readable output")
+    e.set_defaults(func=cmd_eval)
+
+    b = sub.add_parser("bench", help="run the benchmark suite (source checkout) and print its table")
+    b.add_argument("-k", default=None, help="pytest -k expression, e.g. 'nb2nb and 4x3x256'")
+    b.set_defaults(func=cmd_bench)
     return p
 
 

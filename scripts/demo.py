@@ -59,7 +59,7 @@ def main(argv=None) -> int:
         t0 = time.perf_counter()
         tr.denoise(noisy)
         fwd = time.perf_counter() - t0
-        iters = int(max(0, min(100, a.budget // (7.0 * fwd))))
+        iters = int(max(0, min(100, a.budget // (9.0 * fwd))))
         print(f"CPU: one 256x256 forward takes {fwd:.2f}s -> {iters} P2N iterations fit the {a.budget:.0f}s budget "
               f"(the method's default is 100; pass --iters to change)")
     res = tr.fit(noisy, iters=iters, clean=clean)

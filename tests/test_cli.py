@@ -74,5 +74,17 @@ def test_train_checkpoint_and_resume(tmp_path, capsys):
     assert "2 iterations (1 in this run" in capsys.readouterr().out
 
 
-def test_stubs_say_so(capsys):
-    assert cli.main(["eval"]) == 2 and "not implemented" in capsys.readouterr().err
+def test_eval_prints_table_and_json(capsys):
+    """eval: noisy row + method row on a tiny crop (1 iteration); --json is machine readable."""
+    import json
+
+    args = ["eval", "--method", "nb2nb", "--images", "astronaut", "--crop", "32", "--iters", "1", "--device", "cpu"]
+    assert cli.main(args) == 0
+    out = capsys.readouterr().out
+    assert "| astronaut | gaussian:25 | noisy |" in out and "| astronaut | gaussian:25 | nb2nb | 1 |" in out
+    assert cli.main(args + ["--json", "--reference"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    methods = [r["method"] for r in data["rows"]]
+    assert methods[0] == "noisy" and "nb2nb" in methods
+    row = data["rows"][methods.index("nb2nb")]
+    assert row["ref_psnr"] is not None and abs(row["delta"]) < 0.05

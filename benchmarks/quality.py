@@ -1,0 +1,64 @@
+"""The quality table: every method in single-image mode, fused path vs reference configuration.
+
+`python -m benchmarks.quality` (GPU: the full table): 256x256 centre crops of astronaut, chelsea and
+coffee plus camera (grayscale); Gaussian sigma 25 and 50 and Poisson lambda 30; every method with its
+default iterations, fused and reference configuration with the same seeds; noisy input and BM3D (if
+the optional `bm3d` package is installed) as rows. Writes benchmarks/quality.md (markdown) and
+benchmarks/results/quality-<device>.json.
+
+`--cpu-reduced`: the same protocol on fewer images, one noise level and smaller crops (2-core CPU
+budget); the table says so.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+
+from fastdenoise.evaluate import METHODS
+from fastdenoise.evaluate import NOISES
+from fastdenoise.evaluate import SAMPLES
+from fastdenoise.evaluate import environment
+from fastdenoise.evaluate import evaluate
+from fastdenoise.evaluate import format_table
+from fastdenoise.evaluate import rows_to_json
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--cpu-reduced", action="store_true", help="astronaut only, sigma 25, 128x128 crop")
+    ap.add_argument("--images", default=",".join(SAMPLES))
+    ap.add_argument("--noise", default=",".join(NOISES))
+    ap.add_argument("--methods", default=",".join(METHODS))
+    ap.add_argument("--crop", type=int, default=256)
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--no-reference", action="store_true", help="skip the reference configuration runs")
+    ap.add_argument("--out", default=os.path.join(HERE, "quality.md"))
+    a = ap.parse_args(argv)
+    if a.cpu_reduced:
+        a.images, a.noise, a.crop = "astronaut", "gaussian:25", 128
+    split = lambda v: [x for x in v.split(",") if x]  # noqa: E731
+    rows = evaluate(split(a.images), split(a.noise), split(a.methods), crop=a.crop, device=a.device,
+                    reference=not a.no_reference)
+    env = environment()
+    scope = ("REDUCED CPU table (astronaut only, Gaussian sigma 25, 128x128 centre crop; the full table needs "
+             "a GPU: `make gpu-quality`)" if a.cpu_reduced else f"{a.crop}x{a.crop} centre crops")
+    text = (f"# Quality table\n\n{scope}. Device: {env['device']}; torch {env['torch']}; {env['date']}.\n"
+            f"Command: `python -m benchmarks.quality{' --cpu-reduced' if a.cpu_reduced else ''}`. Each method at "
+            "its default iterations for this device; `ref` = the reference configuration (plain-torch ops, fp32, "
+            "no CUDA graphs), same seeds and iterations. PSNR/SSIM: METHODS.md 1.2 default (clamp, uint8, "
+            "peak 255; 11x11 Gaussian SSIM).\n\n" + format_table(rows) + "\n")
+    with open(a.out, "w") as f:
+        f.write(text)
+    os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
+    slug = env["device"].split(" (")[0].replace(" ", "-").lower()
+    with open(os.path.join(HERE, "results", f"quality-{slug}.json"), "w") as f:
+        json.dump({"environment": env, "args": vars(a), "rows": rows_to_json(rows)}, f, indent=1)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
