@@ -252,7 +252,10 @@ def build_parser() -> argparse.ArgumentParser:
                     "Each image is denoised by fitting a network to the noisy image itself (no clean data):\n"
                     "  p2n    Positive2Negative (default): 100 iterations from a Gaussian-pretrained U-Net\n"
                     "  nb2nb  Neighbor2Neighbor: from scratch, 2000 iterations on CUDA / 200 on the CPU\n"
-                    "  noise2same, apr, blind2grad: planned (reported as not available yet)",
+                    "  noise2same  Noise2Same: stratified masks, standardised image, random crops\n"
+                    "  apr    APR sampler on the AT-BSN blind-spot net, then Recharged Distillation\n"
+                    "  blind2grad  Blind2Grad: dual masks + gradient-consistency loss, averaged predictions\n"
+                    "(iteration defaults are lower on the CPU than on CUDA; see each module's docstring)",
         epilog=__doc__.split("Examples:", 1)[1].join(["Examples:", ""]))
     sub = p.add_subparsers(dest="command", required=True)
 

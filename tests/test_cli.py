@@ -54,11 +54,13 @@ def test_denoise_reports_bad_file_and_continues(tmp_path, capsys):
     assert rc == 0 and "PSNR" in capsys.readouterr().out
 
 
-def test_denoise_planned_method_fails_cleanly(tmp_path, capsys):
+def test_denoise_missing_weights_fails_cleanly(tmp_path, capsys):
+    """A missing weights file is reported per input, nothing is written, and the exit code says so."""
     good = _png(tmp_path / "a.png", 1)
-    rc = cli.main(["denoise", good, "-o", str(tmp_path), "--method", "apr", "--device", "cpu"])
-    assert rc == 1 and "not registered yet" in capsys.readouterr().err
-    assert not os.path.exists(tmp_path / "a_apr.png")
+    rc = cli.main(["denoise", good, "-o", str(tmp_path), "--method", "p2n", "--device", "cpu",
+                   "--weights", str(tmp_path / "missing.pt"), "--iters", "1"])
+    assert rc == 1 and "missing.pt" in capsys.readouterr().err
+    assert not os.path.exists(tmp_path / "a_p2n.png")
 
 
 def test_train_checkpoint_and_resume(tmp_path, capsys):

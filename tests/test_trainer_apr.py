@@ -1,0 +1,111 @@
+"""APR-RD trainer: tiny end-to-end runs (1x3x32x32, narrow BSN, a few iterations per stage)."""
+import numpy as np
+import pytest
+import torch
+
+from fastdenoise.methods import apr
+
+TINY = {"base": 8, "head": 16, "crop": 32, "batch": 1, "device": "cpu"}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny convolutions: one thread avoids OpenMP oversubscription on shared cores."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _y(seed=0, shape=(1, 3, 32, 32)):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(shape, generator=g)
+    return x, x + 0.1 * torch.randn(shape, generator=g)
+
+
+def test_cosine_lr_and_config():
+    assert apr.cosine_lr(3e-4, 0, 10) == 3e-4 and apr.cosine_lr(3e-4, 10, 10) == 0.0
+    assert abs(apr.cosine_lr(3e-4, 5, 10) - 1.5e-4) < 1e-12
+    cfg = apr.APRConfig()
+    assert (cfg.lr, cfg.lam, cfg.s_train, cfg.s_infer, cfg.grad_through_reg) == (3e-4, 4.0, 5, 1, False)
+    assert cfg.rd_shifts == (0, 1, 2, 3, 4, 5) and cfg.student == "1.00M" and cfg.student_init == "fresh"
+    with pytest.raises(ValueError):
+        apr.build(stages="rd", **TINY)              # RD alone needs a trained BSN
+    with pytest.raises(ValueError):
+        apr.build(stages="bsn", **TINY)
+
+
+def test_single_image_apr_only_and_reinit():
+    _, y = _y()
+    tr = apr.build(iters=2, stages="apr", **TINY)
+    a = tr.fit(y)
+    assert a.output.shape == y.shape and a.iters == 2 and len(a.losses) == 2 and all(np.isfinite(a.losses))
+    assert tr.rd is None and not tr.distilled
+    assert tr.opt.param_groups[0]["lr"] == pytest.approx(apr.cosine_lr(3e-4, 1, 2))
+    tr.fit(_y(1)[1])
+    torch.testing.assert_close(tr.fit(y).output, a.output)
+    with torch.no_grad():                          # BSN inference uses s_infer = 1
+        torch.testing.assert_close(a.output, tr.model(y, s=1))
+
+
+def test_reference_matches_fused_both_stages():
+    _, y = _y(2)
+    kw = dict(iters=2, rd_iters=2, **TINY)
+    fused = apr.fit(y, **kw)
+    ref = apr.fit(y, reference=True, **kw)
+    assert len(fused.losses) == 4 and fused.iters == 4
+    np.testing.assert_allclose(fused.losses, ref.losses, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(fused.output, ref.output, rtol=1e-3, atol=1e-4)
+
+
+def test_grad_through_reg_matches_reference():
+    _, y = _y(3)
+    kw = dict(iters=3, stages="apr", grad_through_reg=True, **TINY)
+    fused = apr.fit(y, **kw)
+    ref = apr.fit(y, reference=True, **kw)
+    np.testing.assert_allclose(fused.losses, ref.losses, rtol=1e-4, atol=1e-6)
+
+
+def test_rd_alone_from_weights_and_bsn_init(tmp_path):
+    _, y = _y(4)
+    tr = apr.build(iters=1, stages="apr", **TINY)
+    tr.fit(y)
+    path = str(tmp_path / "bsn.pt")
+    torch.save(tr.model.state_dict(), path)
+    imgs = [y[0], _y(5, (1, 3, 24, 40))[1][0]]
+    from fastdenoise.models.atbsn import BlindUNet
+    from fastdenoise.models.atbsn import Student
+
+    student = Student(3)
+    student.unet = BlindUNet(3, 3, base=8, dec=16, blind=False)   # the tiny BSN's widths
+    st = apr.distill(imgs, path, iters=2, student_init="bsn", student=student, **TINY)
+    assert st.distilled and len(st.rd.loss_log) == 2 and st.t == 0   # BSN untouched
+    torch.testing.assert_close(st.model.state_dict()["nin_c.weight"], tr.model.state_dict()["nin_c.weight"])
+    out = st.denoise(imgs[1])
+    assert out.shape == (1, 3, 24, 40) and torch.isfinite(out).all()
+    # the student started from the BSN's U-Net weights (except dec_conv1a/b)
+    init = st._bsn_init_for_student(st.rd)
+    bsn = tr.model.state_dict()
+    torch.testing.assert_close(init["unet.enc_conv1.weight"], bsn["unet.enc_conv1.weight"])
+    assert not torch.equal(init["unet.dec_conv1a.weight"], bsn["unet.dec_conv1a.weight"])
+    assert not torch.equal(st.rd.init_state["unet.enc_conv1.weight"], bsn["unet.enc_conv1.weight"])  # fresh kept
+
+
+def test_dataset_mode_both_stages():
+    imgs = [_y(s, (1, 3, 40, 48))[1][0] for s in range(2)] + [torch.rand(3, 20, 24)]
+    tr = apr.train(imgs, iters=2, rd_iters=1, **TINY)
+    assert tr.t == 2 and len(tr.loss_log) == 2 and len(tr.rd.loss_log) == 1 and tr.distilled
+    assert tr.denoise(imgs[0]).shape == (1, 3, 40, 48)
+    assert tr.denoise(imgs[0], use_student=False).shape == (1, 3, 40, 48)
+
+
+def test_denoise_api():
+    import fastdenoise.api as api
+    from fastdenoise.methods import available
+
+    if "apr" not in available():
+        pytest.skip("apr not registered yet")
+    _, y = _y(6)
+    out, info = api.denoise(y[0], method="apr", iters=1, rd_iters=1, return_info=True, **TINY)
+    api.clear_cache()
+    assert out.shape == y[0].shape and info["iters"] == 2
