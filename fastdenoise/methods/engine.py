@@ -403,17 +403,33 @@ def clone_config(cfg: FitConfig, **kw) -> FitConfig:
     return dataclasses.replace(copy.deepcopy(cfg), **kw)
 
 
-def crop_sampler(images: list, crop: int, batch: int, seed: int = 0) -> Callable[[int], torch.Tensor]:
+def dihedral(x: torch.Tensor, k: int) -> torch.Tensor:
+    """The k-th (0..7) of the 8 dihedral transforms of the last two axes (rot90 by k % 4, flipped if k >= 4)."""
+    if k >= 4:
+        x = x.flip(-1)
+    return torch.rot90(x, k % 4, (-2, -1)) if k % 4 else x
+
+
+def crop_sampler(images: list, crop: int, batch: int, seed: int = 0,
+                 augment: bool = False) -> Callable[[int], torch.Tensor]:
     """Dataset-mode sampler: ``sampler(t)`` -> (batch, C, crop, crop) random crops of ``images``.
 
-    ``images`` are (C, H, W) float tensors (same C); images smaller than ``crop`` are reflect/replicate
-    padded. Crops depend only on (seed, t), so a resumed run sees the same batches.
+    ``images`` are (C, H, W) (or (1, C, H, W)) float tensors with the same C; images smaller than
+    ``crop`` are reflect/replicate padded; ``augment`` applies a random dihedral transform per crop.
+    Crops depend only on (seed, t), so a resumed run sees the same batches; they stay on the images'
+    device.
     """
     if not images:
         raise ValueError("images must not be empty")
+    if crop < 1 or batch < 1:
+        raise ValueError(f"crop and batch must be >= 1, got crop={crop}, batch={batch}")
     imgs = []
     for im in images:
-        im = torch.as_tensor(im, dtype=torch.float32)
+        im = torch.as_tensor(im).float()
+        if im.dim() == 4 and im.shape[0] == 1:
+            im = im[0]
+        if im.dim() != 3:
+            raise ValueError(f"images must be (C, H, W), got shape {tuple(im.shape)}")
         h, w = im.shape[-2:]
         if h < crop or w < crop:
             ph, pw = max(0, crop - h), max(0, crop - w)
@@ -429,7 +445,9 @@ def crop_sampler(images: list, crop: int, batch: int, seed: int = 0) -> Callable
             h, w = im.shape[-2:]
             y0 = int(torch.randint(h - crop + 1, (1,), generator=g))
             x0 = int(torch.randint(w - crop + 1, (1,), generator=g))
-            out.append(im[:, y0:y0 + crop, x0:x0 + crop])
-        return torch.stack(out)
+            k = int(torch.randint(8, (1,), generator=g))
+            c = im[:, y0:y0 + crop, x0:x0 + crop]
+            out.append(dihedral(c, k) if augment else c)
+        return torch.stack(out).contiguous()
 
     return sampler

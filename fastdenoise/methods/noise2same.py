@@ -42,7 +42,8 @@ import torch
 from fastdenoise.methods.engine import FitConfig
 from fastdenoise.methods.engine import FitResult
 from fastdenoise.methods.engine import Trainer
-from fastdenoise.methods.engine import iter_seed
+from fastdenoise.methods.engine import crop_sampler
+from fastdenoise.methods.engine import dihedral  # noqa: F401  (re-exported)
 
 CUDA_ITERS, CPU_ITERS = 3000, 300
 CUDA_BASE, CPU_BASE = 96, 48
@@ -111,51 +112,10 @@ def standardize(x: torch.Tensor, eps: float = 1e-6) -> tuple[torch.Tensor, torch
     return (x - mean) / std, mean, std
 
 
-def dihedral(x: torch.Tensor, k: int) -> torch.Tensor:
-    """The k-th (0..7) of the 8 dihedral transforms of the last two axes (rot90 by k % 4, flipped if k >= 4)."""
-    if k >= 4:
-        x = x.flip(-1)
-    return torch.rot90(x, k % 4, (-2, -1)) if k % 4 else x
-
-
 def dihedral_crop_sampler(images: list, crop: int, batch: int, seed: int = 0,
                           augment: bool = True) -> Callable[[int], torch.Tensor]:
-    """``sampler(t)`` -> (batch, C, crop, crop) random crops of ``images`` ((C, H, W) tensors, same C),
-    each with a random dihedral transform when ``augment``. Images smaller than ``crop`` are reflect
-    (or replicate) padded. The draws depend only on (seed, t), so a resumed run sees the same batches.
-    The crops stay on the images' device."""
-    if not images:
-        raise ValueError("images must not be empty")
-    if crop < 1 or batch < 1:
-        raise ValueError(f"crop and batch must be >= 1, got crop={crop}, batch={batch}")
-    imgs = []
-    for im in images:
-        im = torch.as_tensor(im).float()
-        if im.dim() == 4 and im.shape[0] == 1:
-            im = im[0]
-        if im.dim() != 3:
-            raise ValueError(f"images must be (C, H, W), got shape {tuple(im.shape)}")
-        h, w = im.shape[-2:]
-        if h < crop or w < crop:
-            ph, pw = max(0, crop - h), max(0, crop - w)
-            mode = "reflect" if ph < h and pw < w else "replicate"
-            im = torch.nn.functional.pad(im[None], (0, pw, 0, ph), mode=mode)[0]
-        imgs.append(im)
-
-    def sampler(t: int) -> torch.Tensor:
-        g = torch.Generator().manual_seed(iter_seed(seed + 104729, t))
-        out = []
-        for _ in range(batch):
-            im = imgs[int(torch.randint(len(imgs), (1,), generator=g))] if len(imgs) > 1 else imgs[0]
-            h, w = im.shape[-2:]
-            y0 = int(torch.randint(h - crop + 1, (1,), generator=g))
-            x0 = int(torch.randint(w - crop + 1, (1,), generator=g))
-            k = int(torch.randint(8, (1,), generator=g))
-            c = im[:, y0:y0 + crop, x0:x0 + crop]
-            out.append(dihedral(c, k) if augment else c)
-        return torch.stack(out).contiguous()
-
-    return sampler
+    """The engine's :func:`~fastdenoise.methods.engine.crop_sampler` with dihedral augmentation on by default."""
+    return crop_sampler(images, crop, batch, seed, augment=augment)
 
 
 @contextlib.contextmanager
