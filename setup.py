@@ -33,7 +33,12 @@ if not SKIP:
 
     debug = os.environ.get("DEBUG", "0") == "1"
     sources = sorted(glob.glob(os.path.join("csrc", "*.cpp")) + glob.glob(os.path.join("csrc", "cpu", "*.cpp")))
-    cxx = ["-O0", "-g"] if debug else ["-O3"]
+    # -march=native: the extension is always built on the machine that runs it (pip install here, or
+    # `setup.py build_ext` on the GPU machine); FASTDENOISE_NATIVE=0 gives a portable build. FMA
+    # contraction stays off so the C++ kernels round exactly like the reference (bit-identity tests).
+    native = os.environ.get("FASTDENOISE_NATIVE", "1") == "1" and os.name != "nt"
+    cxx = ["-O0", "-g"] if debug else ["-O3"] + (["-march=native"] if native else [])
+    cxx += ["-ffp-contract=off", "-fno-math-errno"]
     cxx += ["-std=c++17", "-fopenmp"] if os.name != "nt" else []
     print(f"fastdenoise: building fastdenoise._C from {len(sources)} sources, cxx flags {cxx}")
     ext_modules = [CppExtension("fastdenoise._C", sources, extra_compile_args={"cxx": cxx},

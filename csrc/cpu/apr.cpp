@@ -18,8 +18,10 @@ constexpr uint32_t kNumPairs = 72;
 // Pair ids of one image row (flat row index b * H + r), one Philox word per pixel. Kept as a plain
 // loop over a contiguous buffer so the compiler can vectorise the rounds.
 inline void row_ids(const Seed& s, int64_t flat_row, int64_t W, uint8_t* k) {
-  const uint64_t base = static_cast<uint64_t>(flat_row * W);
-  for (int64_t j = 0; j < W; ++j) k[j] = static_cast<uint8_t>(choice(philox(s, base + j), kNumPairs));
+  thread_local std::vector<uint32_t> words;
+  words.resize(W);
+  philox_run(s, static_cast<uint64_t>(flat_row * W), W, words.data());
+  for (int64_t j = 0; j < W; ++j) k[j] = static_cast<uint8_t>(choice(words[j], kNumPairs));
 }
 
 // Window positions (p, q) of pair id k: p = k / 8, q = k % 8 skipping p.

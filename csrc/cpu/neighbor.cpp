@@ -16,8 +16,11 @@ constexpr int8_t kPairs[8][2] = {{0, 1}, {0, 2}, {1, 3}, {2, 3}, {1, 0}, {2, 0},
 // Offsets of the two picks inside the cell's top-left corner, for one row of cells.
 inline void row_pairs(const Seed& s, int64_t row, int64_t wh, int64_t w, int64_t* o1, int64_t* o2,
                       int8_t* p1, int8_t* p2) {
+  thread_local std::vector<uint32_t> words;
+  words.resize(wh);
+  philox_run(s, static_cast<uint64_t>(row * wh), wh, words.data());
   for (int64_t j = 0; j < wh; ++j) {
-    const uint32_t k = choice(philox(s, static_cast<uint64_t>(row * wh + j)), 8);
+    const uint32_t k = choice(words[j], 8);
     p1[j] = kPairs[k][0];
     p2[j] = kPairs[k][1];
     o1[j] = (p1[j] >> 1) * w + 2 * j + (p1[j] & 1);

@@ -37,11 +37,12 @@ std::vector<at::Tensor> recharge_l1_fwd_cpu(const at::Tensor& s_, const at::Tens
     const opmath inv_n = static_cast<opmath>(1.0 / static_cast<double>(N));
     at::parallel_for(0, B * H, grain_for(C * W * J), [&](int64_t begin, int64_t end) {
       std::vector<int32_t> k(W);
+      std::vector<uint32_t> words(W);
       std::vector<opmath> sv(W), gs(W), ad(W);
       for (int64_t row = begin; row < end; ++row) {
         const int64_t bi = row / H, r = row % H;
-        for (int64_t c = 0; c < W; ++c)
-          k[c] = static_cast<int32_t>(choice(philox(sd, static_cast<uint64_t>(row * W + c)), static_cast<uint32_t>(J)));
+        philox_run(sd, static_cast<uint64_t>(row * W), W, words.data());
+        for (int64_t c = 0; c < W; ++c) k[c] = static_cast<int32_t>(choice(words[c], static_cast<uint32_t>(J)));
         acc_t acc = 0;
         for (int64_t ch = 0; ch < C; ++ch) {
           const int64_t o = (bi * C + ch) * plane + r * W;
