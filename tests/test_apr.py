@@ -55,8 +55,8 @@ def test_backward_matches_reference(backend, layout, shape):
 def test_backward_bit_identical_across_kernels():
     """The gather-form backward sums in the same order on every kernel backend."""
     backends = kernel_backends()
-    if len(backends) < 2:
-        pytest.skip("needs two kernel backends")
+    if len(backends) < 2:  # e.g. a CUDA run, where Triton is the only kernel backend
+        pytest.skip("needs two kernel backends (cpp and triton run together only on the CPU)")
     dh1, dh2 = make_input((2, 3, 9, 7), gen_seed=1), make_input((2, 3, 9, 7), gen_seed=2)
     grads = [ops.apr_sample_bwd(dh1, dh2, 5, be) for be in backends]
     assert all(torch.equal(grads[0], g) for g in grads[1:])
