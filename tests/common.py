@@ -63,3 +63,10 @@ def chi2_uniform_ok(counts: torch.Tensor) -> bool:
     p = 1.0 / k
     mean, std = n * p, (n * p * (1 - p)) ** 0.5
     return bool(((counts.double() - mean).abs() <= 4 * std).all())
+
+
+def noisy_pair(seed: int = 0, shape=(1, 3, 32, 32)) -> tuple[torch.Tensor, torch.Tensor]:
+    """(clean, noisy) with clean ~ U[0, 1] and Gaussian noise of std 0.1, from a seeded generator."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(shape, generator=g)
+    return x, x + 0.1 * torch.randn(shape, generator=g)

@@ -35,3 +35,13 @@ def pytest_collection_modifyitems(config, items):
 def _seed_everything():
     torch.manual_seed(0)
     yield
+
+
+@pytest.fixture
+def one_thread():
+    """One intra-op thread for tests of tiny networks: on the shared 2-core machine, oversubscribed
+    OpenMP threads slow tiny convolutions down ~40x."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -3,18 +3,11 @@ import os
 
 import numpy as np
 import pytest
-import torch
 
 from fastdenoise import cli
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread: on the shared 2-core machine, oversubscribed threads slow tiny convs ~40x."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _png(path, seed, noisy=True):

@@ -4,23 +4,15 @@ import pytest
 import torch
 
 from fastdenoise.methods import apr
+from common import noisy_pair
 
 TINY = {"base": 8, "head": 16, "crop": 32, "batch": 1, "device": "cpu"}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny convolutions: one thread avoids OpenMP oversubscription on shared cores."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def _y(seed=0, shape=(1, 3, 32, 32)):
-    g = torch.Generator().manual_seed(seed)
-    x = torch.rand(shape, generator=g)
-    return x, x + 0.1 * torch.randn(shape, generator=g)
+_y = noisy_pair
 
 
 def test_cosine_lr_and_config():

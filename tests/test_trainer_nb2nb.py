@@ -2,15 +2,10 @@
 import numpy as np
 import pytest
 import torch
+from common import noisy_pair
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread: on the shared 2-core machine, oversubscribed threads slow tiny convs ~40x."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny(c=3):
@@ -19,10 +14,7 @@ def tiny(c=3):
                                torch.nn.Conv2d(8, c, 3, padding=1))
 
 
-def _y(seed=0, shape=(1, 3, 32, 32)):
-    g = torch.Generator().manual_seed(seed)
-    x = torch.rand(shape, generator=g)
-    return x, x + 0.1 * torch.randn(shape, generator=g)
+_y = noisy_pair
 
 
 def test_nb2nb_single_image_unet():

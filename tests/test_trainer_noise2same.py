@@ -8,13 +8,7 @@ from fastdenoise.methods import noise2same as n2s
 TINY = {"base": 8, "crop": 16, "batch": 2, "device": "cpu"}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny convolutions: one thread avoids OpenMP oversubscription on shared cores."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _smooth(seed=0, shape=(1, 3, 32, 32), sigma=0.1):

@@ -4,15 +4,10 @@ import pytest
 import torch
 
 from fastdenoise.models.unet_n2n import UNetN2N
+from common import noisy_pair
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread: on the shared 2-core machine, oversubscribed threads slow tiny convs ~40x."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny(c=3):
@@ -22,10 +17,7 @@ def tiny(c=3):
                                torch.nn.Conv2d(8, c, 3, padding=1))
 
 
-def _y(seed=0, shape=(1, 3, 32, 32)):
-    g = torch.Generator().manual_seed(seed)
-    x = torch.rand(shape, generator=g)
-    return x, x + 0.1 * torch.randn(shape, generator=g)
+_y = noisy_pair
 
 
 def test_unet_n2n_param_count_and_shapes():
