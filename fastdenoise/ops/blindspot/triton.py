@@ -9,23 +9,25 @@ from fastdenoise.ops.blindspot.reference import OFFSETS
 
 
 @triton.jit
-def _smp_fwd_kernel(x_ptr, y_ptr, idx_ptr, H, W, HO, WO, RO: tl.constexpr, CO: tl.constexpr, BLOCK: tl.constexpr):
+def _smp_fwd_kernel(x_ptr, y_ptr, idx_ptr, H, W, HO, WO, RO: tl.constexpr, CO: tl.constexpr, BLOCK: tl.constexpr,
+                    ACC: tl.constexpr):
     """One program per (plane, output row, block of columns). Window (2i+RO.., 2j+CO..), positions
-    outside the image read 0; raster order, strict >, the first NaN wins (torch's rule)."""
+    outside the image read 0; raster order, strict >, the first NaN wins (torch's rule). ACC is the
+    comparison dtype: float32, or float64 for float64 inputs (which must not round through float32)."""
     row = tl.program_id(0).to(tl.int64)  # plane * HO + i
     j = tl.program_id(1).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     m = j < WO
     plane = row // HO
     i = row - plane * HO
     base = x_ptr + plane * H * W
-    best = tl.zeros([BLOCK], dtype=tl.float32)
+    best = tl.zeros([BLOCK], dtype=ACC)
     k = tl.zeros([BLOCK], dtype=tl.int32)
     for a in tl.static_range(2):
         r = 2 * i + RO + a + j * 0  # as a block: scalar masks are not broadcast by the interpreter
         for b in tl.static_range(2):
             c = 2 * j + CO + b
             ok = m & (r >= 0) & (r < H) & (c >= 0) & (c < W)
-            v = tl.load(base + r * W + c, mask=ok, other=0).to(tl.float32)
+            v = tl.load(base + r * W + c, mask=ok, other=0).to(ACC)
             if a + b == 0:
                 best = v
             else:
@@ -33,34 +35,6 @@ def _smp_fwd_kernel(x_ptr, y_ptr, idx_ptr, H, W, HO, WO, RO: tl.constexpr, CO: t
                 best = tl.where(take, v, best)
                 k = tl.where(take, 2 * a + b, k)
     tl.store(y_ptr + row * WO + j, best.to(y_ptr.dtype.element_ty), mask=m)
-    tl.store(idx_ptr + row * WO + j, k.to(tl.int8), mask=m)
-
-
-@triton.jit
-def _smp_fwd_kernel_f64(x_ptr, y_ptr, idx_ptr, H, W, HO, WO, RO: tl.constexpr, CO: tl.constexpr,
-                        BLOCK: tl.constexpr):
-    """float64 variant (the comparison must not round through float32)."""
-    row = tl.program_id(0).to(tl.int64)
-    j = tl.program_id(1).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
-    m = j < WO
-    plane = row // HO
-    i = row - plane * HO
-    base = x_ptr + plane * H * W
-    best = tl.zeros([BLOCK], dtype=tl.float64)
-    k = tl.zeros([BLOCK], dtype=tl.int32)
-    for a in tl.static_range(2):
-        r = 2 * i + RO + a + j * 0  # as a block: scalar masks are not broadcast by the interpreter
-        for b in tl.static_range(2):
-            c = 2 * j + CO + b
-            ok = m & (r >= 0) & (r < H) & (c >= 0) & (c < W)
-            v = tl.load(base + r * W + c, mask=ok, other=0)
-            if a + b == 0:
-                best = v
-            else:
-                take = (v > best) | ((v != v) & (best == best))
-                best = tl.where(take, v, best)
-                k = tl.where(take, 2 * a + b, k)
-    tl.store(y_ptr + row * WO + j, best, mask=m)
     tl.store(idx_ptr + row * WO + j, k.to(tl.int8), mask=m)
 
 
@@ -98,8 +72,8 @@ def shifted_max_pool2d_fwd_triton(x: torch.Tensor, direction: int) -> tuple[torc
     if y.numel():
         ro, co = OFFSETS[direction]
         blk = _block(wo)
-        kern = _smp_fwd_kernel_f64 if x.dtype == torch.float64 else _smp_fwd_kernel
-        kern[(b * c * ho, triton.cdiv(wo, blk))](x, y, idx, h, w, ho, wo, RO=ro, CO=co, BLOCK=blk)
+        acc = tl.float64 if x.dtype == torch.float64 else tl.float32
+        _smp_fwd_kernel[(b * c * ho, triton.cdiv(wo, blk))](x, y, idx, h, w, ho, wo, RO=ro, CO=co, BLOCK=blk, ACC=acc)
     return y, idx
 
 
