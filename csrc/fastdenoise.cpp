@@ -41,6 +41,19 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         return out;
       },
       "Philox4x32-10 first word per counter (for tests)");
+  m.def(
+      "philox_packed",
+      [](int64_t seed, int64_t start, int64_t n, int64_t stream) {
+        TORCH_CHECK(start >= 0 && n >= 0, "start and n must be non-negative");
+        auto out = at::empty({n}, at::kLong);
+        std::vector<uint32_t> w(n);
+        fastdenoise::packed_run(fastdenoise::Seed(seed), static_cast<uint64_t>(start), n, w.data(),
+                                static_cast<uint32_t>(stream));
+        int64_t* op = out.data_ptr<int64_t>();
+        for (int64_t i = 0; i < n; ++i) op[i] = w[i];
+        return out;
+      },
+      "Packed Philox words start .. start + n - 1 (for tests)");
   fastdenoise::register_neighbor(m);
   fastdenoise::register_blind2grad(m);
   fastdenoise::register_blindspot(m);

@@ -10,6 +10,9 @@ function ``philox(seed, counter, stream) -> uint32``:
 * the result is ``c0`` after the last round (with ``stream = 0`` and counters below 2**32 this is
   exactly Triton's ``tl.randint(seed, counter)``).
 
+``packed(seed, index, stream)`` uses all four output words: word ``index & 3`` of the block of
+counter ``index >> 2`` (ops that need one word per pixel use it: a quarter of the rounds).
+
 Choices among ``K`` options use ``(word * K) >> 32`` (integer only, so bit-identical everywhere);
 uniform floats use ``(word >> 8) * 2**-24`` (exact in float32).
 """
@@ -36,6 +39,19 @@ def _mul_hilo(a: int, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 def philox(seed: int, counter: torch.Tensor, stream: int = 0) -> torch.Tensor:
     """Philox4x32-10 first output word for each ``counter`` (int64 tensor), as int64 in [0, 2**32)."""
+    return philox4(seed, counter, stream)[0]
+
+
+def packed(seed: int, index: torch.Tensor, stream: int = 0) -> torch.Tensor:
+    """Word ``index & 3`` of the Philox block of counter ``index >> 2``: the packed stream, four words
+    per block, as int64 in [0, 2**32)."""
+    index = index.to(torch.int64)
+    words = torch.stack(philox4(seed, index >> 2, stream), -1)  # (..., 4)
+    return words.gather(-1, (index & 3).unsqueeze(-1)).squeeze(-1)
+
+
+def philox4(seed: int, counter: torch.Tensor, stream: int = 0) -> tuple[torch.Tensor, ...]:
+    """The four Philox4x32-10 output words ``(c0, c1, c2, c3)`` for each ``counter``."""
     seed = int(seed)
     if not 0 <= seed <= SEED_MAX:
         raise ValueError(f"seed must be an integer in [0, 2**63), got {seed}")
@@ -51,7 +67,7 @@ def philox(seed: int, counter: torch.Tensor, stream: int = 0) -> torch.Tensor:
         c0, c1, c2, c3 = hi_b ^ c1 ^ k0, lo_b, hi_a ^ c3 ^ k1, lo_a
         k0 = (k0 + PHILOX_KEY_A) & MASK32
         k1 = (k1 + PHILOX_KEY_B) & MASK32
-    return c0
+    return c0, c1, c2, c3
 
 
 def choice(words: torch.Tensor, k: int) -> torch.Tensor:

@@ -6,6 +6,22 @@ import triton.language as tl
 @triton.jit
 def philox(seed_lo, seed_hi, counter, stream):
     """First Philox word for int64/int32 ``counter`` tensors; seed halves and stream are scalars."""
+    c0, _, _, _ = philox4(seed_lo, seed_hi, counter, stream)
+    return c0
+
+
+@triton.jit
+def packed(seed_lo, seed_hi, index, stream):
+    """Word ``index & 3`` of the block of counter ``index >> 2`` (``fastdenoise._rng.packed``)."""
+    index = index.to(tl.int64)
+    c0, c1, c2, c3 = philox4(seed_lo, seed_hi, index >> 2, stream)
+    lane = index & 3
+    return tl.where(lane == 0, c0, tl.where(lane == 1, c1, tl.where(lane == 2, c2, c3)))
+
+
+@triton.jit
+def philox4(seed_lo, seed_hi, counter, stream):
+    """The four Philox words (c0, c1, c2, c3) for ``counter`` tensors."""
     counter = counter.to(tl.int64)
     c0 = (counter & 0xFFFFFFFF).to(tl.uint32)
     c1 = ((counter >> 32) & 0xFFFFFFFF).to(tl.uint32)
@@ -24,7 +40,7 @@ def philox(seed_lo, seed_hi, counter, stream):
         c2 = n2
         k0 = k0 + 0x9E3779B9
         k1 = k1 + 0xBB67AE85
-    return c0
+    return c0, c1, c2, c3
 
 
 @triton.jit

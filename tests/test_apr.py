@@ -81,12 +81,29 @@ def test_gradcheck(backend):
 @pytest.mark.parametrize("layout", ["contiguous", "noncontiguous"])
 def test_opcheck(backend, layout):
     x = make_input((2, 3, 4, 5), torch.float32, layout)
-    torch.library.opcheck(ops.apr_sample_fwd, (x, 9, backend))
+    for need_h2 in (True, False):
+        torch.library.opcheck(ops.apr_sample_fwd, (x, 9, need_h2, backend))
     torch.library.opcheck(ops.apr_sample_bwd, (x, x * 2, 9, backend))
     out = make_input((2, 3, 4, 5), torch.float32, layout, gen_seed=3)
     combos = ((True, True), (True, False), (False, False)) if layout == "contiguous" else ((True, True),)
     for compute_grad, grad_fy in combos:
         torch.library.opcheck(ops.apr_loss_fwd, (out, x, x * 0.5, 9, 4.0, compute_grad, grad_fy, backend))
+
+
+@pytest.mark.parametrize("backend", ALL_BACKENDS)
+def test_h1_only(backend):
+    """need_h2=False returns (h1, None) with the same h1, and its backward matches the pair's."""
+    x = make_input((2, 3, 9, 7), requires_grad=True)
+    h1, h2 = F.apr_sample(x, 5, need_h2=False, backend=backend)
+    assert h2 is None
+    ref1, _ = F.apr_sample(x, 5, backend="torch")
+    assert torch.equal(h1, ref1)
+    g = torch.randn_like(h1)
+    (gx,) = torch.autograd.grad(h1, x, g)
+    (gr,) = torch.autograd.grad(ref1, x, g)
+    torch.testing.assert_close(gx, gr)
+    with pytest.raises(TypeError, match="need_h2"):
+        F.apr_sample(x, 5, need_h2=1, backend=backend)
 
 
 @pytest.mark.parametrize("backend", kernel_backends())

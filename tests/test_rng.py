@@ -20,12 +20,39 @@ def test_cpp_matches_reference(seed, stream):
     assert torch.equal(_C.philox(seed, COUNTERS, stream), _rng.philox(seed, COUNTERS, stream))
 
 
+def test_packed_is_the_four_words_in_order():
+    c = torch.arange(50)
+    blocks = torch.stack(_rng.philox4(7, c, 2), -1).reshape(-1)  # c0..c3 of counter 0, then 1, ...
+    assert torch.equal(_rng.packed(7, torch.arange(200), 2), blocks)
+    assert torch.equal(_rng.philox4(7, c, 2)[0], _rng.philox(7, c, 2))
+
+
+@pytest.mark.skipif(not fastdenoise.HAS_EXT, reason="C++ extension not built")
+@pytest.mark.parametrize("seed", SEEDS)
+def test_cpp_packed_matches_reference(seed):
+    """Every alignment of the start and every length class (AVX2 blocks of 32 words, scalar tails)."""
+    from fastdenoise._ext import _C
+
+    for start in (0, 1, 2, 3, 5, 31, 4 * 2**30 + 1, 2**34 + 2):
+        for n in (0, 1, 3, 4, 31, 32, 33, 67, 100):
+            want = _rng.packed(seed, torch.arange(start, start + n), 1)
+            assert torch.equal(_C.philox_packed(seed, start, n, 1), want), (start, n)
+
+
 TRITON_OK = HAS_TRITON and (torch.cuda.is_available() or interpreting())
 if TRITON_OK:
     import triton
     import triton.language as tl
 
+    from fastdenoise._triton_rng import packed
     from fastdenoise._triton_rng import philox
+
+    @triton.jit
+    def _packed_kernel(idx_ptr, out_ptr, n, lo, hi, stream, BLOCK: tl.constexpr):
+        offs = tl.arange(0, BLOCK)
+        m = offs < n
+        i = tl.load(idx_ptr + offs, mask=m)
+        tl.store(out_ptr + offs, packed(lo, hi, i, stream).to(tl.int64), mask=m)
 
     @triton.jit
     def _philox_kernel(cnt_ptr, out_ptr, ref_ptr, n, lo, hi, stream, BLOCK: tl.constexpr):
@@ -48,6 +75,16 @@ def test_triton_matches_reference_and_tl_randint(seed):
         assert torch.equal(out.cpu(), _rng.philox(seed, COUNTERS, stream))
     small = COUNTERS < 2**32
     assert torch.equal(ref.cpu()[small], _rng.philox(seed, COUNTERS[small], 0))
+
+
+@pytest.mark.skipif(not TRITON_OK, reason="no Triton runtime")
+@pytest.mark.parametrize("seed", SEEDS)
+def test_triton_packed_matches_reference(seed):
+    dev = "cuda" if torch.cuda.is_available() else "cpu"
+    idx = torch.cat([torch.arange(0, 300), torch.tensor([2**33 + 1, 2**33 + 2, 2**40 + 3])])
+    out = torch.empty_like(idx, device=dev)
+    _packed_kernel[(1,)](idx.to(dev), out, idx.numel(), seed & 0xFFFFFFFF, seed >> 32, 3, BLOCK=512)
+    assert torch.equal(out.cpu(), _rng.packed(seed, idx, 3))
 
 
 def test_choice_and_uniform_ranges():

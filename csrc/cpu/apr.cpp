@@ -6,6 +6,8 @@
 #include <torch/extension.h>
 
 #include <algorithm>
+#include <climits>
+#include <type_traits>
 
 #include "../checks.h"
 #include "../philox.h"
@@ -15,12 +17,11 @@ namespace {
 
 constexpr uint32_t kNumPairs = 72;
 
-// Pair ids of one image row (flat row index b * H + r), one Philox word per pixel. Kept as a plain
-// loop over a contiguous buffer so the compiler can vectorise the rounds.
+// Pair ids of one image row (flat row index b * H + r), one packed Philox word per pixel.
 inline void row_ids(const Seed& s, int64_t flat_row, int64_t W, uint8_t* k) {
   thread_local std::vector<uint32_t> words;
   words.resize(W);
-  philox_run(s, static_cast<uint64_t>(flat_row * W), W, words.data());
+  packed_run(s, static_cast<uint64_t>(flat_row * W), W, words.data());
   for (int64_t j = 0; j < W; ++j) k[j] = static_cast<uint8_t>(choice(words[j], kNumPairs));
 }
 
@@ -33,16 +34,86 @@ inline void pair_of(int k, int& p, int& q) {
 
 inline int64_t clampi(int64_t v, int64_t hi) { return v < 0 ? 0 : (v > hi ? hi : v); }
 
-// Source offsets inside the (H, W) plane of h1 and h2 for every pixel of image row r.
-inline void row_sources(const Seed& s, int64_t flat_row, int64_t r, int64_t H, int64_t W, uint8_t* k, int64_t* o1,
-                        int64_t* o2) {
-  row_ids(s, flat_row, W, k);
-  for (int64_t j = 0; j < W; ++j) {
-    int p, q;
-    pair_of(k[j], p, q);
-    o1[j] = clampi(r + p / 3 - 1, H - 1) * W + clampi(j + p % 3 - 1, W - 1);
-    o2[j] = clampi(r + q / 3 - 1, H - 1) * W + clampi(j + q % 3 - 1, W - 1);
+// Offsets (dy * W + dx) of the h1 and h2 sources of every pair id, for interior pixels (int32 copies
+// for the AVX2 path when they fit).
+struct PairDeltas {
+  int64_t d1[kNumPairs], d2[kNumPairs];
+  alignas(32) int32_t e1[kNumPairs], e2[kNumPairs];
+  explicit PairDeltas(int64_t W) {
+    for (int k = 0; k < static_cast<int>(kNumPairs); ++k) {
+      int p, q;
+      pair_of(k, p, q);
+      d1[k] = (p / 3 - 1) * W + (p % 3 - 1);
+      d2[k] = (q / 3 - 1) * W + (q % 3 - 1);
+      e1[k] = static_cast<int32_t>(d1[k]);
+      e2[k] = static_cast<int32_t>(d2[k]);
+    }
   }
+};
+
+// Source offsets inside the (H, W) plane of h1 and h2 for every pixel of image row r (o2 may be null
+// when only h1 is wanted). Interior pixels add the pair's table offset; border pixels clamp.
+template <typename index_t>
+inline void row_sources(const Seed& s, const PairDeltas& t, int64_t flat_row, int64_t r, int64_t H, int64_t W,
+                        index_t* o1, index_t* o2) {
+  thread_local std::vector<uint32_t> words;
+  words.resize(W);
+  const uint32_t* wd = words.data();
+  packed_run(s, static_cast<uint64_t>(flat_row * W), W, words.data());
+  const bool interior_row = r > 0 && r < H - 1;
+  const int64_t base = r * W;
+  int64_t j = 0;
+  auto scalar = [&](int64_t jj) {
+    const int kk = static_cast<int>(choice(wd[jj], kNumPairs));
+    if (interior_row && jj > 0 && jj < W - 1) {
+      o1[jj] = static_cast<index_t>(base + jj + t.d1[kk]);
+      if (o2) o2[jj] = static_cast<index_t>(base + jj + t.d2[kk]);
+    } else {
+      int p, q;
+      pair_of(kk, p, q);
+      o1[jj] = static_cast<index_t>(clampi(r + p / 3 - 1, H - 1) * W + clampi(jj + p % 3 - 1, W - 1));
+      if (o2) o2[jj] = static_cast<index_t>(clampi(r + q / 3 - 1, H - 1) * W + clampi(jj + q % 3 - 1, W - 1));
+    }
+  };
+#if defined(__AVX2__)
+  if constexpr (std::is_same_v<index_t, int32_t>) {
+    if (interior_row && W >= 10) {
+      // columns 1 .. W-2, eight at a time: k = (word * 72) >> 32 on even and odd lanes, then the
+      // offsets from the int32 tables by an AVX2 gather.
+      scalar(0);
+      const __m256i k72 = _mm256_set1_epi32(static_cast<int>(kNumPairs));
+      const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+      for (j = 1; j + 8 <= W - 1; j += 8) {
+        const __m256i w = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wd + j));
+        const __m256i ke = _mm256_srli_epi64(_mm256_mul_epu32(w, k72), 32);
+        const __m256i ko = _mm256_mul_epu32(_mm256_srli_epi64(w, 32), k72);
+        const __m256i k = _mm256_blend_epi32(ke, ko, 0xAA);
+        const __m256i pos = _mm256_add_epi32(_mm256_set1_epi32(static_cast<int>(base + j)), lane);
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(o1 + j),
+                            _mm256_add_epi32(pos, _mm256_i32gather_epi32(t.e1, k, 4)));
+        if (o2)
+          _mm256_storeu_si256(reinterpret_cast<__m256i*>(o2 + j),
+                              _mm256_add_epi32(pos, _mm256_i32gather_epi32(t.e2, k, 4)));
+      }
+    }
+  }
+#endif
+  for (; j < W; ++j) scalar(j);
+}
+
+// dst[j] = src[idx[j]] for j < n.
+template <typename scalar_t, typename index_t>
+inline void gather_row(const scalar_t* src, const index_t* idx, scalar_t* dst, int64_t n) {
+  int64_t j = 0;
+#if defined(__AVX2__)
+  if constexpr (std::is_same_v<scalar_t, float> && std::is_same_v<index_t, int32_t>) {
+    for (; j + 8 <= n; j += 8) {
+      const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(idx + j));
+      _mm256_storeu_ps(dst + j, _mm256_i32gather_ps(src, v, 4));
+    }
+  }
+#endif
+  for (; j < n; ++j) dst[j] = src[idx[j]];
 }
 
 // Clamped window codes (cy + 1) * 3 + (cx + 1) of the h1 / h2 sources of every pixel of row r, where
@@ -114,36 +185,43 @@ inline T sgn(T v) {
 
 }  // namespace
 
-std::vector<at::Tensor> apr_sample_fwd_cpu(const at::Tensor& x_, int64_t seed) {
+namespace {
+
+template <typename scalar_t, typename index_t>
+void sample_fwd(const scalar_t* xp, scalar_t* a, scalar_t* b, int64_t B, int64_t C, int64_t H, int64_t W,
+                const Seed& s) {
+  const PairDeltas t(W);
+  at::parallel_for(0, B * H, grain_for(C * W * (b ? 2 : 1)), [&](int64_t begin, int64_t end) {
+    std::vector<index_t> o1(W), o2(b ? W : 0);
+    for (int64_t row = begin; row < end; ++row) {
+      const int64_t bi = row / H, r = row % H;
+      row_sources<index_t>(s, t, row, r, H, W, o1.data(), b ? o2.data() : nullptr);
+      for (int64_t c = 0; c < C; ++c) {
+        const int64_t plane = (bi * C + c) * H * W;
+        gather_row(xp + plane, o1.data(), a + plane + r * W, W);
+        if (b) gather_row(xp + plane, o2.data(), b + plane + r * W, W);
+      }
+    }
+  });
+}
+
+}  // namespace
+
+// h1 and h2 (h2 only when need_h2; otherwise an empty tensor is returned in its place).
+std::vector<at::Tensor> apr_sample_fwd_cpu(const at::Tensor& x_, int64_t seed, bool need_h2) {
   FD_CHECK_IMAGE(x_);
   const auto x = x_.contiguous();
   const int64_t B = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
   auto h1 = at::empty({B, C, H, W}, x.options());
-  auto h2 = at::empty({B, C, H, W}, x.options());
+  auto h2 = need_h2 ? at::empty({B, C, H, W}, x.options()) : at::empty({0}, x.options());
   if (h1.numel() == 0) return {h1, h2};
   const Seed s(seed);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "apr_sample_fwd", [&] {
-    const scalar_t* xp = x.data_ptr<scalar_t>();
-    scalar_t* a = h1.data_ptr<scalar_t>();
-    scalar_t* b = h2.data_ptr<scalar_t>();
-    at::parallel_for(0, B * H, grain_for(C * W * 2), [&](int64_t begin, int64_t end) {
-      std::vector<int64_t> o1(W), o2(W);
-      std::vector<uint8_t> k(W);
-      for (int64_t row = begin; row < end; ++row) {
-        const int64_t bi = row / H, r = row % H;
-        row_sources(s, row, r, H, W, k.data(), o1.data(), o2.data());
-        for (int64_t c = 0; c < C; ++c) {
-          const int64_t plane = (bi * C + c) * H * W;
-          const scalar_t* src = xp + plane;
-          scalar_t* pa = a + plane + r * W;
-          scalar_t* pb = b + plane + r * W;
-          for (int64_t j = 0; j < W; ++j) {
-            pa[j] = src[o1[j]];
-            pb[j] = src[o2[j]];
-          }
-        }
-      }
-    });
+    scalar_t* b = need_h2 ? h2.data_ptr<scalar_t>() : nullptr;
+    if (H * W <= INT32_MAX)
+      sample_fwd<scalar_t, int32_t>(x.data_ptr<scalar_t>(), h1.data_ptr<scalar_t>(), b, B, C, H, W, s);
+    else
+      sample_fwd<scalar_t, int64_t>(x.data_ptr<scalar_t>(), h1.data_ptr<scalar_t>(), b, B, C, H, W, s);
   });
   return {h1, h2};
 }
@@ -163,6 +241,85 @@ at::Tensor apr_sample_bwd_cpu(const at::Tensor& dh1_, const at::Tensor& dh2_, in
   return dx;
 }
 
+namespace {
+
+// Loss rows [begin, end): part[row] = sum over channels and columns of |d| + lam |d - e|; grad_out and
+// the regulariser sign written when G / R. Eight partial sums per row (lane l takes columns = l mod 8)
+// let the compiler vectorise the row while the result stays independent of the thread count.
+template <typename scalar_t, typename index_t, bool G, bool R>
+void loss_rows(const scalar_t* op, const scalar_t* yp, const scalar_t* fp, scalar_t* gp, scalar_t* rp,
+               acc_t* part, int64_t B, int64_t C, int64_t H, int64_t W, const Seed& s, double lam, int64_t N) {
+  using opmath = at::opmath_type<scalar_t>;
+  const PairDeltas t(W);
+  const opmath l = static_cast<opmath>(lam), scale = static_cast<opmath>(1.0 / static_cast<double>(N));
+  const opmath lscale = static_cast<opmath>(lam / static_cast<double>(N));
+  constexpr int L = 8;
+  at::parallel_for(0, B * H, grain_for(C * W * 4), [&](int64_t begin, int64_t end) {
+    std::vector<index_t> o1(W), o2(W);
+    for (int64_t row = begin; row < end; ++row) {
+      const int64_t bi = row / H, r = row % H;
+      row_sources<index_t>(s, t, row, r, H, W, o1.data(), o2.data());
+      const index_t* i1 = o1.data();
+      const index_t* i2 = o2.data();
+      acc_t acc = 0;
+      for (int64_t c = 0; c < C; ++c) {
+        const int64_t plane = (bi * C + c) * H * W;
+        const scalar_t* yc = yp + plane;
+        const scalar_t* fc = fp + plane;
+        const scalar_t* oc = op + plane + r * W;
+        scalar_t* gc = G ? gp + plane + r * W : nullptr;
+        scalar_t* rc = R ? rp + plane + r * W : nullptr;
+        alignas(32) opmath lane[L] = {};
+        int64_t j = 0;
+#if defined(__AVX2__)
+        if constexpr (std::is_same_v<scalar_t, float> && std::is_same_v<index_t, int32_t>) {
+          // the same arithmetic as body() below, eight columns per step (lane q takes columns q mod 8)
+          const __m256 vl = _mm256_set1_ps(l), vs = _mm256_set1_ps(scale), vls = _mm256_set1_ps(lscale);
+          const __m256 one = _mm256_set1_ps(1.0f), zero = _mm256_setzero_ps();
+          const __m256 absm = _mm256_castsi256_ps(_mm256_set1_epi32(0x7FFFFFFF));
+          auto vsgn = [&](__m256 v) {
+            return _mm256_sub_ps(_mm256_and_ps(_mm256_cmp_ps(v, zero, _CMP_GT_OQ), one),
+                                 _mm256_and_ps(_mm256_cmp_ps(v, zero, _CMP_LT_OQ), one));
+          };
+          __m256 va = _mm256_setzero_ps();
+          for (; j + L <= W; j += L) {
+            const __m256i v1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(i1 + j));
+            const __m256i v2 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(i2 + j));
+            const __m256 d = _mm256_sub_ps(_mm256_loadu_ps(oc + j), _mm256_i32gather_ps(yc, v2, 4));
+            const __m256 e = _mm256_sub_ps(_mm256_i32gather_ps(fc, v1, 4), _mm256_i32gather_ps(fc, v2, 4));
+            const __m256 rr = _mm256_sub_ps(d, e);
+            va = _mm256_add_ps(va, _mm256_add_ps(_mm256_and_ps(d, absm), _mm256_mul_ps(vl, _mm256_and_ps(rr, absm))));
+            if (G) {
+              const __m256 g = _mm256_add_ps(vsgn(d), _mm256_mul_ps(vl, vsgn(rr)));
+              _mm256_storeu_ps(gc + j, _mm256_mul_ps(vs, g));
+            }
+            if (R) _mm256_storeu_ps(rc + j, _mm256_mul_ps(vls, vsgn(rr)));
+          }
+          _mm256_store_ps(lane, va);
+        }
+#endif
+        auto body = [&](int64_t j, opmath& a) {
+          const opmath d = static_cast<opmath>(oc[j]) - static_cast<opmath>(yc[i2[j]]);
+          const opmath e = static_cast<opmath>(fc[i1[j]]) - static_cast<opmath>(fc[i2[j]]);
+          const opmath rr = d - e;
+          a += std::abs(d) + l * std::abs(rr);
+          if (G) gc[j] = static_cast<scalar_t>(scale * (sgn(d) + l * sgn(rr)));
+          if (R) rc[j] = static_cast<scalar_t>(lscale * sgn(rr));
+        };
+        for (; j + L <= W; j += L)
+          for (int q = 0; q < L; ++q) body(j + q, lane[q]);
+        for (; j < W; ++j) body(j, lane[j % L]);
+        opmath racc = 0;
+        for (int q = 0; q < L; ++q) racc += lane[q];
+        acc += racc;
+      }
+      part[row] = acc;
+    }
+  });
+}
+
+}  // namespace
+
 // Returns (loss, grad_out, grad_fy): loss = [sum |d| + lam |d - e|] / N with d = out - h2(y),
 // e = h1(fy) - h2(fy); grad_out = (sign d + lam sign(d - e)) / N when compute_grad; grad_fy = the
 // transpose of e's gathers applied to -lam sign(d - e) / N when grad_fy; empty tensors otherwise.
@@ -180,40 +337,26 @@ std::vector<at::Tensor> apr_loss_fwd_cpu(const at::Tensor& out_, const at::Tenso
   std::vector<acc_t> part(B * H, 0.0);
   const Seed s(seed);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, out.scalar_type(), "apr_loss_fwd", [&] {
-    using opmath = at::opmath_type<scalar_t>;
     const scalar_t* op = out.data_ptr<scalar_t>();
     const scalar_t* yp = y.data_ptr<scalar_t>();
     const scalar_t* fp = fy.data_ptr<scalar_t>();
     scalar_t* gp = compute_grad ? grad.data_ptr<scalar_t>() : nullptr;
     scalar_t* rp = compute_grad_fy ? gr.data_ptr<scalar_t>() : nullptr;
-    const opmath l = static_cast<opmath>(lam), scale = static_cast<opmath>(1.0 / static_cast<double>(N));
-    const opmath lscale = static_cast<opmath>(lam / static_cast<double>(N));
-    at::parallel_for(0, B * H, grain_for(C * W * 4), [&](int64_t begin, int64_t end) {
-      std::vector<int64_t> o1(W), o2(W);
-      std::vector<uint8_t> k(W);
-      for (int64_t row = begin; row < end; ++row) {
-        const int64_t bi = row / H, r = row % H;
-        row_sources(s, row, r, H, W, k.data(), o1.data(), o2.data());
-        acc_t acc = 0;
-        for (int64_t c = 0; c < C; ++c) {
-          const int64_t plane = (bi * C + c) * H * W;
-          const scalar_t* yc = yp + plane;
-          const scalar_t* fc = fp + plane;
-          const int64_t o = plane + r * W;
-          opmath racc = 0;
-          for (int64_t j = 0; j < W; ++j) {
-            const opmath d = static_cast<opmath>(op[o + j]) - static_cast<opmath>(yc[o2[j]]);
-            const opmath e = static_cast<opmath>(fc[o1[j]]) - static_cast<opmath>(fc[o2[j]]);
-            const opmath rr = d - e;
-            racc += std::abs(d) + l * std::abs(rr);
-            if (gp) gp[o + j] = static_cast<scalar_t>(scale * (sgn(d) + l * sgn(rr)));
-            if (rp) rp[o + j] = static_cast<scalar_t>(lscale * sgn(rr));
-          }
-          acc += racc;
-        }
-        part[row] = acc;
-      }
-    });
+    auto go = [&](auto idx) {
+      using index_t = decltype(idx);
+      if (gp && rp)
+        loss_rows<scalar_t, index_t, true, true>(op, yp, fp, gp, rp, part.data(), B, C, H, W, s, lam, N);
+      else if (gp)
+        loss_rows<scalar_t, index_t, true, false>(op, yp, fp, gp, rp, part.data(), B, C, H, W, s, lam, N);
+      else if (rp)
+        loss_rows<scalar_t, index_t, false, true>(op, yp, fp, gp, rp, part.data(), B, C, H, W, s, lam, N);
+      else
+        loss_rows<scalar_t, index_t, false, false>(op, yp, fp, gp, rp, part.data(), B, C, H, W, s, lam, N);
+    };
+    if (H * W <= INT32_MAX)
+      go(int32_t{0});
+    else
+      go(int64_t{0});
     if (compute_grad_fy) {
       // e = h1(fy) - h2(fy): d e / d fy is the sampler transpose with weights (+1, -1); dL/de = -gr.
       const scalar_t* g = gr.data_ptr<scalar_t>();

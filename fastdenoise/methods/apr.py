@@ -139,7 +139,7 @@ class APR:
         else:
             with torch.no_grad(), _autocast(tr):
                 fy = tr.model(y, s=c.s_train).float()
-        h1, _ = F.apr_sample(y, seed, backend=be)
+        h1, _ = F.apr_sample(y, seed, need_h2=False, backend=be)
         out = tr.net(h1).float()             # tr.model.s == s_train
         loss = F.apr_loss(out, y, fy, seed, c.lam, c.grad_through_reg, backend=be)
         return loss, None                    # crops: no whole-image estimate

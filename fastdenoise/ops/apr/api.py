@@ -17,21 +17,23 @@ from fastdenoise.ops.apr.reference import apr_sample_ref
 
 class APRSampleFunction(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, seed, backend):
-        h1, h2 = ops.apr_sample_fwd(x, seed, backend)
+    def forward(ctx, x, seed, need_h2, backend):
+        h1, h2 = ops.apr_sample_fwd(x, seed, need_h2, backend)
         ctx.seed, ctx.backend = seed, backend
+        if not need_h2:
+            ctx.mark_non_differentiable(h2)  # an empty placeholder
         return h1, h2
 
     @staticmethod
     @once_differentiable
     def backward(ctx, dh1, dh2):
         if not ctx.needs_input_grad[0]:
-            return None, None, None
+            return None, None, None, None
         if dh1 is None:
             dh1 = torch.zeros_like(dh2)
-        if dh2 is None:
+        if dh2 is None or dh2.shape != dh1.shape:
             dh2 = torch.zeros_like(dh1)
-        return ops.apr_sample_bwd(dh1, dh2, ctx.seed, ctx.backend), None, None
+        return ops.apr_sample_bwd(dh1, dh2, ctx.seed, ctx.backend), None, None, None
 
 
 class APRLossFunction(torch.autograd.Function):
@@ -52,7 +54,8 @@ class APRLossFunction(torch.autograd.Function):
         return dout, None, dfy, None, None, None, None
 
 
-def apr_sample(x: torch.Tensor, seed: int, *, backend: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def apr_sample(x: torch.Tensor, seed: int, *, need_h2: bool = True,
+               backend: str | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
     """APR's Adjacent Pixel Replacer: two random 3x3-neighbour images of ``x``.
 
     For every pixel and image one of the 72 ordered pairs (p, q) of distinct 3x3 window positions
@@ -64,11 +67,14 @@ def apr_sample(x: torch.Tensor, seed: int, *, backend: str | None = None) -> tup
     Args:
         x: (B, C, H, W) float tensor, H and W >= 1. Any strides; outputs are contiguous.
         seed: integer in [0, 2**63); the same seed gives bit-identical samples on every backend.
+        need_h2: False skips h2 and returns ``(h1, None)``: the APR training step feeds only h1(y)
+            to the network, and :func:`apr_loss` regenerates h2 from the seed, so the fused
+            backends then read ``x`` once and write one image instead of two.
         backend: ``"torch"`` (reference), ``"cpp"``, ``"triton"`` or None (auto, or the
             ``FASTDENOISE_BACKEND`` environment variable).
 
     Returns:
-        (h1, h2), each (B, C, H, W). Differentiable with respect to ``x`` (deterministic gather-form
+        (h1, h2), each (B, C, H, W); h2 is None when ``need_h2`` is False. Differentiable with respect to ``x`` (deterministic gather-form
         backward, no atomics).
 
     Example:
@@ -77,10 +83,14 @@ def apr_sample(x: torch.Tensor, seed: int, *, backend: str | None = None) -> tup
     if not skip_checks():
         check_tensor("x", x)
         seed = check_seed(seed)
+        if not isinstance(need_h2, bool):
+            raise TypeError(f"need_h2 must be a bool, got {type(need_h2).__name__}")
     be = resolve_backend(backend, x.device)
     if be == "torch":
-        return apr_sample_ref(x, seed)
-    return APRSampleFunction.apply(x, seed, be)
+        h1, h2 = apr_sample_ref(x, seed)
+    else:
+        h1, h2 = APRSampleFunction.apply(x, seed, bool(need_h2), be)
+    return (h1, h2) if need_h2 else (h1, None)
 
 
 def apr_loss(out: torch.Tensor, y: torch.Tensor, fy: torch.Tensor, seed: int, lam: float = 4.0,

@@ -6,16 +6,19 @@ from fastdenoise._library import register_op
 from fastdenoise._runtime import loss_dtype
 
 
-def _sample_fwd(x, seed, backend):
+def _sample_fwd(x, seed, need_h2, backend):
     if backend == "cpp":
-        return tuple(cpp().apr_sample_fwd(x, seed))
+        return tuple(cpp().apr_sample_fwd(x, seed, need_h2))
     from fastdenoise.ops.apr.triton import apr_sample_fwd_triton
 
-    return apr_sample_fwd_triton(x, seed)
+    return apr_sample_fwd_triton(x, seed, need_h2)
 
 
-def _sample_fwd_fake(x, seed, backend):
-    return x.new_empty(x.shape), x.new_empty(x.shape)
+def _sample_fwd_fake(x, seed, need_h2, backend):
+    def full():
+        return torch.empty_like(x, memory_format=torch.contiguous_format)
+
+    return full(), full() if need_h2 else x.new_empty((0,))
 
 
 def _sample_bwd(dh1, dh2, seed, backend):
@@ -50,7 +53,7 @@ def _loss_fwd_fake(out, y, fy, seed, lam, compute_grad, grad_fy, backend):
 
 
 apr_sample_fwd = register_op(
-    "apr_sample_fwd", "(Tensor x, int seed, str backend) -> (Tensor, Tensor)", _sample_fwd, _sample_fwd_fake
+    "apr_sample_fwd", "(Tensor x, int seed, bool need_h2, str backend) -> (Tensor, Tensor)", _sample_fwd, _sample_fwd_fake
 )
 apr_sample_bwd = register_op(
     "apr_sample_bwd", "(Tensor dh1, Tensor dh2, int seed, str backend) -> Tensor", _sample_bwd, _sample_bwd_fake

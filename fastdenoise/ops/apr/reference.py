@@ -1,6 +1,7 @@
 """Plain-torch reference of the APR sampler and loss: the oracle for every backend.
 
-Random layout: one Philox word per output pixel, counter ``b * H * W + r * W + c``, stream 0; the
+Random layout: one word of the packed Philox stream per output pixel (``fastdenoise._rng.packed``:
+four words per Philox block), index ``b * H * W + r * W + c``, stream 0; the
 pair id is ``k = choice(word, 72)`` and is shared across channels. ``PAIRS72[k] = (p, q)`` are two
 distinct positions of the 3x3 window, ``p = 0..8`` meaning ``(dy, dx) = (p // 3 - 1, p % 3 - 1)``
 (the centre, p = 4, is allowed), in lexicographic order: ``p = k // 8``, ``q = k % 8 + (k % 8 >= p)``.
@@ -26,7 +27,7 @@ def position_offset(p: int) -> tuple[int, int]:
 def apr_choice_ref(seed: int, batch: int, h: int, w: int, device=None) -> torch.Tensor:
     """Pair id in [0, 72) per pixel, shape (B, H, W)."""
     pix = torch.arange(batch * h * w, dtype=torch.int64, device=device)
-    return _rng.choice(_rng.philox(seed, pix), NPAIRS).view(batch, h, w)
+    return _rng.choice(_rng.packed(seed, pix), NPAIRS).view(batch, h, w)
 
 
 def apr_source_index_ref(seed: int, batch: int, h: int, w: int, device=None) -> tuple[torch.Tensor, torch.Tensor]:

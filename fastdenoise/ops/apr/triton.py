@@ -8,13 +8,13 @@ import triton.language as tl
 from fastdenoise._runtime import loss_dtype
 from fastdenoise._runtime import seed_halves
 from fastdenoise._triton_rng import choice
-from fastdenoise._triton_rng import philox
+from fastdenoise._triton_rng import packed
 
 
 @triton.jit
 def _sources(b, r, c, H, W, seed_lo, seed_hi):
     """Clamped (row, col) of the h1 and h2 sources of pixels (b, r, c); pair table in reference.py."""
-    k = choice(philox(seed_lo, seed_hi, (b * H + r) * W + c, 0), 72)
+    k = choice(packed(seed_lo, seed_hi, (b * H + r) * W + c, 0), 72)
     p = k // 8
     j = k - 8 * p
     q = j + (j >= p).to(tl.int32)
@@ -26,8 +26,9 @@ def _sources(b, r, c, H, W, seed_lo, seed_hi):
 
 
 @triton.jit
-def _apr_fwd_kernel(x_ptr, h1_ptr, h2_ptr, C, H, W, seed_lo, seed_hi, BLOCK: tl.constexpr):
-    """One program per (image, block of pixels); the pair is drawn once and used for all C."""
+def _apr_fwd_kernel(x_ptr, h1_ptr, h2_ptr, C, H, W, seed_lo, seed_hi, NEED_H2: tl.constexpr, BLOCK: tl.constexpr):
+    """One program per (image, block of pixels); the pair is drawn once and used for all C; h2 is
+    written only when NEED_H2."""
     b = tl.program_id(1).to(tl.int64)
     pix = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)  # r * W + c
     m = pix < H * W
@@ -39,9 +40,10 @@ def _apr_fwd_kernel(x_ptr, h1_ptr, h2_ptr, C, H, W, seed_lo, seed_hi, BLOCK: tl.
     for ch in range(0, C):
         plane = (b * C + ch) * H * W
         v1 = tl.load(x_ptr + plane + off1, mask=m)
-        v2 = tl.load(x_ptr + plane + off2, mask=m)
         tl.store(h1_ptr + plane + pix, v1, mask=m)
-        tl.store(h2_ptr + plane + pix, v2, mask=m)
+        if NEED_H2:
+            v2 = tl.load(x_ptr + plane + off2, mask=m)
+            tl.store(h2_ptr + plane + pix, v2, mask=m)
 
 
 @triton.jit
@@ -128,14 +130,15 @@ def _acc_dtype(dtype: torch.dtype):
     return tl.float64 if dtype == torch.float64 else tl.float32
 
 
-def apr_sample_fwd_triton(x: torch.Tensor, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+def apr_sample_fwd_triton(x: torch.Tensor, seed: int, need_h2: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     x = x.contiguous()
     b, c, h, w = x.shape
     h1 = torch.empty((b, c, h, w), dtype=x.dtype, device=x.device)
-    h2 = torch.empty_like(h1)
+    h2 = torch.empty_like(h1) if need_h2 else h1.new_empty((0,))
     if h1.numel():
         blk = _block(h * w)
-        _apr_fwd_kernel[(triton.cdiv(h * w, blk), b)](x, h1, h2, c, h, w, *seed_halves(seed), BLOCK=blk)
+        _apr_fwd_kernel[(triton.cdiv(h * w, blk), b)](x, h1, h2 if need_h2 else h1, c, h, w, *seed_halves(seed),
+                                                      NEED_H2=bool(need_h2), BLOCK=blk)
     return h1, h2
 
 
