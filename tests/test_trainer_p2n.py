@@ -112,3 +112,23 @@ def test_denoise_api_kinds_and_registry():
     assert isinstance(t, torch.Tensor) and t.shape == (3, 32, 32)
     with pytest.raises(ValueError, match="unknown method"):
         api.denoise(img, method="bogus", device="cpu")
+
+
+def test_p2n_fit_many_equals_single_fit_and_models_are_independent():
+    """Throughput mode: K=1 reproduces Trainer.fit; with K=2 model 0 does not see image 1."""
+    from fastdenoise.methods import p2n
+
+    _, y = _y()
+    tr = p2n.build(device="cpu", iters=2)
+    single = tr.fit(y).output
+    many = p2n.fit_many(y, trainer=tr)
+    assert many.shape == y.shape
+    torch.testing.assert_close(many, single, atol=2e-5, rtol=1e-4)
+    a = p2n.fit_many(torch.cat([y, y.flip(-1)]), trainer=tr)
+    b = p2n.fit_many(torch.cat([y, torch.rand_like(y)]), trainer=tr)
+    torch.testing.assert_close(a[0], b[0])
+    assert not torch.allclose(a[1], b[1])
+    # the trainer's own weights are untouched (fit_many works on stacked copies)
+    torch.testing.assert_close(tr.fit(y).output, single)
+    with pytest.raises(ValueError, match="images must be"):
+        p2n.fit_many(y[0], trainer=tr)

@@ -167,3 +167,87 @@ def train(images: list, config: P2NConfig | None = None, *, crop: int = 128, bat
     tr = trainer or build(config, in_ch=int(torch.as_tensor(images[0]).shape[0]), **overrides)
     tr.fit_dataset(crop_sampler(images, crop, batch, tr.cfg.seed), iters=iters)
     return tr
+
+
+def fit_many(images: torch.Tensor, config: P2NConfig | None = None, *, trainer: Trainer | None = None,
+             iters: int | None = None, **overrides) -> torch.Tensor:
+    """Throughput mode: fit one independent copy of the network to each of ``images`` at once.
+
+    ``images`` is (K, C, H, W) on [0, 1]; model k sees only image k (its own weights and AdamW state,
+    started from the same initial weights). The K networks run as one batched network through
+    ``torch.func.functional_call`` under ``torch.vmap`` (batched weights become grouped convolutions),
+    so a GPU is busy with K images per kernel instead of one. AdamW is elementwise, so a single AdamW
+    over the stacked weights is exactly K independent optimisers; the summed loss (K times the fused
+    loss's mean over all K images) gives each model the gradient of its own loss.
+
+    The draws differ from K separate :func:`fit` calls (one seed stream for the batch), so outputs are
+    statistically, not bitwise, equal to them. Not supported here: CUDA graph capture, output EMA and
+    checkpoints (use :meth:`Trainer.fit` per image for those).
+
+    Args:
+        images: (K, C, H, W) noisy images, all the same size.
+        config, overrides: as for :func:`build`; ``trainer`` supplies the network and initial weights.
+        iters: iterations (default: the config's, else 100).
+
+    Returns:
+        (K, C, H, W) float32 denoised images (each model's output on its image after training).
+    """
+    import fastdenoise.functional as F
+    from fastdenoise.methods.engine import iter_seed
+
+    if not isinstance(images, torch.Tensor) or images.dim() != 4:
+        raise ValueError(f"images must be a (K, C, H, W) tensor, got "
+                         f"{tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__}")
+    tr = trainer or build(config, in_ch=images.shape[1], **overrides)
+    c = tr.cfg
+    if not isinstance(c, P2NConfig):
+        raise TypeError("trainer must be a P2N trainer (from fastdenoise.methods.p2n.build)")
+    dev = tr.device
+    y = images.to(dev, torch.float32).contiguous()
+    k = y.shape[0]
+    total = tr.total_iters(iters)
+    model = tr.model
+    names = [n for n, _ in model.named_parameters()]
+    params = {n: tr.init_state[n].to(dev).unsqueeze(0).repeat(k, *([1] * tr.init_state[n].dim()))
+              .requires_grad_(True) for n in names}
+    buffers = {n: b.unsqueeze(0).expand(k, *b.shape) for n, b in model.named_buffers()}
+    if c.optimizer.lower() == "adamw":
+        opt = torch.optim.AdamW(params.values(), lr=c.lr, weight_decay=c.weight_decay)
+    elif c.optimizer.lower() == "adam":
+        opt = torch.optim.Adam(params.values(), lr=c.lr)
+    else:
+        raise ValueError(f"optimizer must be 'adam' or 'adamw', got {c.optimizer!r}")
+
+    def one(p, b, x):
+        return torch.func.functional_call(model, (p, b), (x,))
+
+    batched = torch.vmap(one)
+    amp = tr.amp
+
+    def net(x):  # (K, n, C, H, W) -> (K, n, C, H, W) fp32
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):
+            return batched(params, buffers, x).float()
+
+    model.train()
+    for t in range(total):
+        seed = iter_seed(c.seed, t)
+        if c.detach:
+            with torch.no_grad():
+                x_hat = net(y.unsqueeze(1)).squeeze(1)
+        else:
+            x_hat = net(y.unsqueeze(1)).squeeze(1)
+        kw = {"clamp": True} if c.clamp else {}
+        z, _ = F.rdc_renoise(y, x_hat, seed, sigma=c.sigma, granularity=c.granularity, detach=c.detach,
+                             backend=tr.backend, **kw)
+        # z is [positives (K); negatives (K)]: model i gets (z[i], z[K + i])
+        out = net(z.view(2, k, *y.shape[1:]).transpose(0, 1))
+        gamma = F.p2n_gamma(t, total, start=c.gamma_start, end=c.gamma_end)
+        loss = F.p2n_loss(out[:, 0], out[:, 1], gamma, c.eps, backend=tr.backend) * k
+        opt.zero_grad(set_to_none=False)
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        model.eval()
+        res = net(y.unsqueeze(1)).squeeze(1)
+        model.train()
+    return res.contiguous()
