@@ -47,7 +47,8 @@ def shape_params(shapes=SHAPES):
     return out
 
 
-def run(benchmark, fn, *, group: str, provider: str, shape, nbytes: int, rounds: int | None = None):
+def run(benchmark, fn, *, group: str, provider: str, shape, nbytes: int, rounds: int | None = None,
+        warmup_rounds: int = 2):
     """Time ``fn`` (synchronised) with one warm-up round; record GB/s and metadata in extra_info."""
 
     def call():
@@ -65,7 +66,7 @@ def run(benchmark, fn, *, group: str, provider: str, shape, nbytes: int, rounds:
         provider=provider, shape=shape_id(shape), device=device_name(), bytes=int(nbytes),
         torch=torch.__version__,
     )
-    result = benchmark.pedantic(call, rounds=rounds, iterations=1, warmup_rounds=2)
+    result = benchmark.pedantic(call, rounds=rounds, iterations=1, warmup_rounds=warmup_rounds)
     med = benchmark.stats.stats.median
-    benchmark.extra_info["gbps"] = nbytes / med / 1e9 if med > 0 else None
+    benchmark.extra_info["gbps"] = nbytes / med / 1e9 if med > 0 and nbytes > 0 else None
     return result

@@ -23,6 +23,8 @@ def test_readme_api_block_runs():
         "student_out": torch.rand(2, 3, 64, 64, requires_grad=True),
         "teachers": torch.rand(6, 2, 3, 64, 64),
         "noisy": np.random.default_rng(0).random((32, 32, 3)).astype(np.float32),
+        "noisy_batch": torch.rand(2, 3, 32, 32),
     }
     exec(compile(block, "README.md", "exec"), ns)
+    assert ns["outs"].shape == (2, 3, 32, 32)
     assert ns["den"].shape == (32, 32, 3) and len(ns["teachers"]) == 6  # ATBSN.teachers: a list of J outputs
