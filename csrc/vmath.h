@@ -1,4 +1,5 @@
-// Vectorised float32 math for the CPU kernels (AVX2 builds only): x^a for x >= 0 as exp2(a log2 x).
+// Vectorised float32 math for the CPU kernels (AVX2 builds only): abs, sign, and x^a for x >= 0 as
+// exp2(a log2 x).
 // Relative error about 1e-7 * |a log2 x| (float rounding of the exponent dominates), tested against
 // torch.pow in tests/test_p2n.py; callers keep a scalar std::pow path for other dtypes and builds.
 #pragma once
@@ -8,6 +9,16 @@
 
 namespace fastdenoise {
 namespace vmath {
+
+// |x|
+inline __m256 abs_ps(__m256 x) { return _mm256_and_ps(x, _mm256_castsi256_ps(_mm256_set1_epi32(0x7FFFFFFF))); }
+
+// sign(x) in {-1, 0, 1} (0 for +-0 and NaN), as the scalar (x > 0) - (x < 0).
+inline __m256 sign_ps(__m256 x) {
+  const __m256 one = _mm256_set1_ps(1.0f), zero = _mm256_setzero_ps();
+  return _mm256_sub_ps(_mm256_and_ps(_mm256_cmp_ps(x, zero, _CMP_GT_OQ), one),
+                       _mm256_and_ps(_mm256_cmp_ps(x, zero, _CMP_LT_OQ), one));
+}
 
 // log2(x) for x > 0 (denormals scaled first); x == 0 gives -inf.
 inline __m256 log2_ps(__m256 x) {

@@ -11,6 +11,7 @@
 
 #include "../checks.h"
 #include "../philox.h"
+#include "../vmath.h"
 
 namespace fastdenoise {
 namespace {
@@ -275,12 +276,6 @@ void loss_rows(const scalar_t* op, const scalar_t* yp, const scalar_t* fp, scala
         if constexpr (std::is_same_v<scalar_t, float> && std::is_same_v<index_t, int32_t>) {
           // the same arithmetic as body() below, eight columns per step (lane q takes columns q mod 8)
           const __m256 vl = _mm256_set1_ps(l), vs = _mm256_set1_ps(scale), vls = _mm256_set1_ps(lscale);
-          const __m256 one = _mm256_set1_ps(1.0f), zero = _mm256_setzero_ps();
-          const __m256 absm = _mm256_castsi256_ps(_mm256_set1_epi32(0x7FFFFFFF));
-          auto vsgn = [&](__m256 v) {
-            return _mm256_sub_ps(_mm256_and_ps(_mm256_cmp_ps(v, zero, _CMP_GT_OQ), one),
-                                 _mm256_and_ps(_mm256_cmp_ps(v, zero, _CMP_LT_OQ), one));
-          };
           __m256 va = _mm256_setzero_ps();
           for (; j + L <= W; j += L) {
             const __m256i v1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(i1 + j));
@@ -288,12 +283,12 @@ void loss_rows(const scalar_t* op, const scalar_t* yp, const scalar_t* fp, scala
             const __m256 d = _mm256_sub_ps(_mm256_loadu_ps(oc + j), _mm256_i32gather_ps(yc, v2, 4));
             const __m256 e = _mm256_sub_ps(_mm256_i32gather_ps(fc, v1, 4), _mm256_i32gather_ps(fc, v2, 4));
             const __m256 rr = _mm256_sub_ps(d, e);
-            va = _mm256_add_ps(va, _mm256_add_ps(_mm256_and_ps(d, absm), _mm256_mul_ps(vl, _mm256_and_ps(rr, absm))));
+            va = _mm256_add_ps(va, _mm256_add_ps(vmath::abs_ps(d), _mm256_mul_ps(vl, vmath::abs_ps(rr))));
             if (G) {
-              const __m256 g = _mm256_add_ps(vsgn(d), _mm256_mul_ps(vl, vsgn(rr)));
+              const __m256 g = _mm256_add_ps(vmath::sign_ps(d), _mm256_mul_ps(vl, vmath::sign_ps(rr)));
               _mm256_storeu_ps(gc + j, _mm256_mul_ps(vs, g));
             }
-            if (R) _mm256_storeu_ps(rc + j, _mm256_mul_ps(vls, vsgn(rr)));
+            if (R) _mm256_storeu_ps(rc + j, _mm256_mul_ps(vls, vmath::sign_ps(rr)));
           }
           _mm256_store_ps(lane, va);
         }

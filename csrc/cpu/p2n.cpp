@@ -165,8 +165,7 @@ std::vector<at::Tensor> p2n_loss_fwd_cpu(const at::Tensor& op_, const at::Tensor
         if constexpr (std::is_same_v<scalar_t, float>) {
           // eight lanes: vmath::pow_pos_ps for the power (gamma in (1, 2) is the schedule's range),
           // the block sum in double lanes
-          const __m256 ve = _mm256_set1_ps(e), vsc = _mm256_set1_ps(scale), zero = _mm256_setzero_ps();
-          const __m256 one = _mm256_set1_ps(1.0f), absm = _mm256_castsi256_ps(_mm256_set1_epi32(0x7FFFFFFF));
+          const __m256 ve = _mm256_set1_ps(e), vsc = _mm256_set1_ps(scale), one = _mm256_set1_ps(1.0f);
           const int mode = square ? 0 : (gm1 == 0.0f ? 1 : (gm1 == 1.0f ? 0 : 2));  // 0: p = ad, 1: p = 1
           // (casts: this lambda is not a template, so the branch is compiled for every dtype)
           const float* fpp = reinterpret_cast<const float*>(pp);
@@ -175,14 +174,13 @@ std::vector<at::Tensor> p2n_loss_fwd_cpu(const at::Tensor& op_, const at::Tensor
           __m256d a0 = _mm256_setzero_pd(), a1 = _mm256_setzero_pd();
           for (; i + 8 <= i1; i += 8) {
             const __m256 d = _mm256_sub_ps(_mm256_loadu_ps(fpp + i), _mm256_loadu_ps(fqp + i));
-            const __m256 ad = _mm256_add_ps(_mm256_and_ps(d, absm), ve);
+            const __m256 ad = _mm256_add_ps(vmath::abs_ps(d), ve);
             const __m256 p = mode == 0 ? ad : (mode == 1 ? one : vmath::pow_pos_ps(ad, gm1));
             const __m256 v = _mm256_mul_ps(p, ad);
             a0 = _mm256_add_pd(a0, _mm256_cvtps_pd(_mm256_castps256_ps128(v)));
             a1 = _mm256_add_pd(a1, _mm256_cvtps_pd(_mm256_extractf128_ps(v, 1)));
             if (gp) {
-              const __m256 sg = _mm256_sub_ps(_mm256_and_ps(_mm256_cmp_ps(d, zero, _CMP_GT_OQ), one),
-                                              _mm256_and_ps(_mm256_cmp_ps(d, zero, _CMP_LT_OQ), one));
+              const __m256 sg = vmath::sign_ps(d);
               _mm256_storeu_ps(fgp + i, _mm256_mul_ps(_mm256_mul_ps(vsc, p), sg));
             }
           }

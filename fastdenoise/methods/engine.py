@@ -126,6 +126,20 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
     return dev
 
 
+def make_optimizer(params, cfg: FitConfig, device: torch.device) -> torch.optim.Optimizer:
+    """The config's Adam/AdamW over ``params`` (fused single-kernel update on CUDA)."""
+    params = list(params)
+    name = cfg.optimizer.lower()
+    kw = {"lr": cfg.lr}
+    if device.type == "cuda":
+        kw["fused"] = True   # one kernel for the whole parameter update
+    if name == "adamw":
+        return torch.optim.AdamW(params, weight_decay=cfg.weight_decay, **kw)
+    if name == "adam":
+        return torch.optim.Adam(params, **kw)
+    raise ValueError(f"optimizer must be 'adam' or 'adamw', got {cfg.optimizer!r}")
+
+
 def iter_seed(seed: int, t: int) -> int:
     """Seed of iteration ``t`` for base ``seed`` (a SplitMix64-style mix; in [0, 2**63))."""
     z = (int(seed) * 0x9E3779B97F4A7C15 + int(t) + 1) & 0xFFFFFFFFFFFFFFFF
@@ -231,16 +245,7 @@ class Trainer:
 
     # ------------------------------------------------------------------ state
     def _make_optimizer(self) -> torch.optim.Optimizer:
-        params = list(self.model.parameters())
-        name = self.cfg.optimizer.lower()
-        kw = {"lr": self.cfg.lr}
-        if self.device.type == "cuda":
-            kw["fused"] = True   # one kernel for the whole parameter update
-        if name == "adamw":
-            return torch.optim.AdamW(params, weight_decay=self.cfg.weight_decay, **kw)
-        if name == "adam":
-            return torch.optim.Adam(params, **kw)
-        raise ValueError(f"optimizer must be 'adam' or 'adamw', got {self.cfg.optimizer!r}")
+        return make_optimizer(self.model.parameters(), self.cfg, self.device)
 
     def set_init_state(self, state: dict) -> None:
         """Replace the weights that :meth:`reset` restores (and load them now)."""

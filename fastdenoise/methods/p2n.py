@@ -100,21 +100,26 @@ class P2N:
         return 100
 
     def step(self, tr: Trainer, y: torch.Tensor, t: int, total: int, seed: int):
-        import fastdenoise.functional as F
+        return _p2n_step(self.cfg, tr.backend, lambda x: tr.net(x).float(),
+                         lambda z: tr.net(z).float().chunk(2, dim=0), y, t, total, seed)
 
-        c, be = self.cfg, tr.backend
-        if c.detach:
-            with torch.no_grad():
-                x_hat = tr.net(y).float()
-        else:
-            x_hat = tr.net(y).float()
-        kw = {"clamp": True} if c.clamp else {}
-        z, _ = F.rdc_renoise(y, x_hat, seed, sigma=c.sigma, granularity=c.granularity, detach=c.detach,
-                             backend=be, **kw)
-        out_pos, out_neg = tr.net(z).float().chunk(2, dim=0)
-        gamma = F.p2n_gamma(t, total, start=c.gamma_start, end=c.gamma_end)
-        loss = F.p2n_loss(out_pos, out_neg, gamma, c.eps, backend=be)
-        return loss, x_hat.detach()
+
+def _p2n_step(c: P2NConfig, be, net, net_pair, y: torch.Tensor, t: int, total: int, seed: int):
+    """One P2N iteration: ``net(y)`` gives x_hat (fp32), ``net_pair(z)`` maps the renoised
+    [positives; negatives] batch to ``(out_pos, out_neg)``. Returns ``(loss, x_hat detached)``."""
+    import fastdenoise.functional as F
+
+    if c.detach:
+        with torch.no_grad():
+            x_hat = net(y)
+    else:
+        x_hat = net(y)
+    kw = {"clamp": True} if c.clamp else {}
+    z, _ = F.rdc_renoise(y, x_hat, seed, sigma=c.sigma, granularity=c.granularity, detach=c.detach,
+                         backend=be, **kw)
+    out_pos, out_neg = net_pair(z)
+    gamma = F.p2n_gamma(t, total, start=c.gamma_start, end=c.gamma_end)
+    return F.p2n_loss(out_pos, out_neg, gamma, c.eps, backend=be), x_hat.detach()
 
 
 def build(config: P2NConfig | None = None, *, in_ch: int = 3, model: torch.nn.Module | None = None,
@@ -192,8 +197,8 @@ def fit_many(images: torch.Tensor, config: P2NConfig | None = None, *, trainer: 
     Returns:
         (K, C, H, W) float32 denoised images (each model's output on its image after training).
     """
-    import fastdenoise.functional as F
     from fastdenoise.methods.engine import iter_seed
+    from fastdenoise.methods.engine import make_optimizer
 
     if not isinstance(images, torch.Tensor) or images.dim() != 4:
         raise ValueError(f"images must be a (K, C, H, W) tensor, got "
@@ -211,12 +216,7 @@ def fit_many(images: torch.Tensor, config: P2NConfig | None = None, *, trainer: 
     params = {n: tr.init_state[n].to(dev).unsqueeze(0).repeat(k, *([1] * tr.init_state[n].dim()))
               .requires_grad_(True) for n in names}
     buffers = {n: b.unsqueeze(0).expand(k, *b.shape) for n, b in model.named_buffers()}
-    if c.optimizer.lower() == "adamw":
-        opt = torch.optim.AdamW(params.values(), lr=c.lr, weight_decay=c.weight_decay)
-    elif c.optimizer.lower() == "adam":
-        opt = torch.optim.Adam(params.values(), lr=c.lr)
-    else:
-        raise ValueError(f"optimizer must be 'adam' or 'adamw', got {c.optimizer!r}")
+    opt = make_optimizer(params.values(), c, dev)
 
     def one(p, b, x):
         return torch.func.functional_call(model, (p, b), (x,))
@@ -228,26 +228,22 @@ def fit_many(images: torch.Tensor, config: P2NConfig | None = None, *, trainer: 
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):
             return batched(params, buffers, x).float()
 
+    def single(x):  # (K, C, H, W): image i through model i
+        return net(x.unsqueeze(1)).squeeze(1)
+
+    def pair(z):  # z is [positives (K); negatives (K)]: model i gets (z[i], z[K + i])
+        out = net(z.view(2, k, *y.shape[1:]).transpose(0, 1))
+        return out[:, 0], out[:, 1]
+
     model.train()
     for t in range(total):
-        seed = iter_seed(c.seed, t)
-        if c.detach:
-            with torch.no_grad():
-                x_hat = net(y.unsqueeze(1)).squeeze(1)
-        else:
-            x_hat = net(y.unsqueeze(1)).squeeze(1)
-        kw = {"clamp": True} if c.clamp else {}
-        z, _ = F.rdc_renoise(y, x_hat, seed, sigma=c.sigma, granularity=c.granularity, detach=c.detach,
-                             backend=tr.backend, **kw)
-        # z is [positives (K); negatives (K)]: model i gets (z[i], z[K + i])
-        out = net(z.view(2, k, *y.shape[1:]).transpose(0, 1))
-        gamma = F.p2n_gamma(t, total, start=c.gamma_start, end=c.gamma_end)
-        loss = F.p2n_loss(out[:, 0], out[:, 1], gamma, c.eps, backend=tr.backend) * k
+        loss, _ = _p2n_step(c, tr.backend, single, pair, y, t, total, iter_seed(c.seed, t))
+        loss = loss * k  # the mean over K images -> the sum of the K models' own losses
         opt.zero_grad(set_to_none=False)
         loss.backward()
         opt.step()
     with torch.no_grad():
         model.eval()
-        res = net(y.unsqueeze(1)).squeeze(1)
+        res = single(y)
         model.train()
     return res.contiguous()
