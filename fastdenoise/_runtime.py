@@ -150,3 +150,19 @@ def loss_dtype(dtype: torch.dtype) -> torch.dtype:
 def skip_checks() -> bool:
     """Validation is skipped while torch.compile traces (it was done eagerly on the same code)."""
     return torch.compiler.is_compiling()
+
+
+def scale_saved_grad(grad: torch.Tensor, dloss: torch.Tensor, sign: float = 1.0) -> torch.Tensor:
+    """``grad * dloss * sign`` for a fused loss's backward, where ``grad`` is the gradient its forward saved.
+
+    When the loss is the last node (``loss.backward()``, so ``dloss`` is exactly 1) on the CPU, the saved
+    tensor is returned as is instead of a scaled copy: a fresh full-size allocation plus a pass over it was
+    the largest single cost of the CPU APR step. Autograd never writes into an incoming gradient that
+    another reference holds (the saved tensor is one), so handing it on is safe. On CUDA (reading the
+    value would synchronise) and while tracing (torch.compile) it always multiplies.
+    """
+    if (sign == 1.0 and dloss.device.type == "cpu" and dloss.numel() == 1 and not dloss.requires_grad
+            and not torch.compiler.is_compiling() and float(dloss) == 1.0):
+        return grad
+    s = dloss.to(grad.dtype)
+    return grad * (s if sign == 1.0 else -s)

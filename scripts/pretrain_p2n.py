@@ -12,8 +12,11 @@ ships its own (a documented deviation, METHODS.md 2.2). This script reproduces t
 
 The result is an fp16 state dict (about 2 MB) in ``fastdenoise/weights/unet_n2n_gauss.pt``.
 
-Example (the shipped weights; ~35 min on one CPU core):
-    nice -n 10 python scripts/pretrain_p2n.py --iters 2600 --patch 64 --batch 8 --threads 1 \
+The shipped weights are two stages on one CPU core (logs committed beside this script):
+    # stage 1 (scripts/pretrain_p2n.stage1.log; cut by --max-minutes at iteration 784, which --stop-at reproduces)
+    python scripts/pretrain_p2n.py --iters 2600 --stop-at 784 --patch 64 --batch 8 --threads 1 --out stage1.pt
+    # stage 2 (scripts/pretrain_p2n.log): a fresh cosine schedule from the stage-1 weights, another data seed
+    python scripts/pretrain_p2n.py --init stage1.pt --seed 1 --iters 4000 --patch 64 --batch 8 --threads 1 \
         2>&1 | tee scripts/pretrain_p2n.log
 """
 from __future__ import annotations
@@ -150,6 +153,11 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--device", default="cpu", help="cpu or cuda (same data stream; cuda is ~100x faster)")
     ap.add_argument("--max-minutes", type=float, default=0, help="stop early (and save) after this wall time")
+    ap.add_argument("--stop-at", type=int, default=0,
+                    help="stop (and save) after this iteration, keeping the --iters schedule: reproduces a run "
+                         "that --max-minutes cut short")
+    ap.add_argument("--init", default="", help="start from these weights (a file this script wrote) instead of "
+                                                "a random init: a second stage with a fresh schedule")
     ap.add_argument("--log-every", type=int, default=50)
     ap.add_argument("--save-every", type=int, default=200)
     ap.add_argument("--out", default=os.path.join(ROOT, "fastdenoise", "weights", "unet_n2n_gauss.pt"))
@@ -167,7 +175,12 @@ def main(argv=None):
     nat_imgs = [im for _, im in nat]
 
     dev = torch.device(a.device)
-    net = UNetN2N(3).to(dev)
+    net = UNetN2N(3)
+    if a.init:
+        ck = torch.load(a.init, map_location="cpu", weights_only=True)
+        net.load_state_dict({k: v.float() for k, v in ck["state_dict"].items()})
+        print(f"init: {a.init} ({ck.get('meta', {}).get('iters', '?')} iterations)", flush=True)
+    net = net.to(dev)
     opt = torch.optim.Adam(net.parameters(), lr=a.lr)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda t: 0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * min(t, a.iters) / a.iters)))
@@ -201,6 +214,9 @@ def main(argv=None):
             print(msg, flush=True)
         if it % a.save_every == 0:
             save_weights(net, a.out, {"iters": it, "of": a.iters, "args": vars(a)})
+        if a.stop_at and it >= a.stop_at:
+            print(f"stop-at reached at iter {it}", flush=True)
+            break
         if a.max_minutes and time.time() - t0 > 60 * a.max_minutes:
             print(f"time budget reached at iter {it}", flush=True)
             break

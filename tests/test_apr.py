@@ -208,6 +208,24 @@ def test_loss_backward_matches_reference(backend, layout, grad_through_reg):
         assert fy.grad is None and f2.grad is None
 
 
+@pytest.mark.parametrize("backend", kernel_backends())
+@pytest.mark.parametrize("w", [10, 17, 18, 25, 40])
+def test_loss_wide_rows(backend, w):
+    """Rows wide enough for the CPU's eight-column window-select path (interior columns 1 .. W-2),
+    with its scalar edges and tails, against the reference: value, grad to out and to fy."""
+    shape = (2, 3, 5, w)
+    y, fy = make_input(shape, gen_seed=1), make_input(shape, gen_seed=2, requires_grad=True)
+    out = make_input(shape, requires_grad=True)
+    o2, f2 = out.detach().clone().requires_grad_(True), fy.detach().clone().requires_grad_(True)
+    loss = F.apr_loss(out, y, fy, 5, 4.0, True, backend=backend)
+    ref = apr_loss_ref(o2, y, f2, 5, 4.0, True)
+    torch.testing.assert_close(loss, ref)
+    loss.backward()
+    ref.backward()
+    torch.testing.assert_close(out.grad, o2.grad)
+    torch.testing.assert_close(fy.grad, f2.grad)
+
+
 @pytest.mark.parametrize("backend", ALL_BACKENDS)
 def test_noncontiguous_and_expanded_grad(backend):
     x = make_input((1, 1, 4, 5)).expand(2, 3, 4, 5).clone().requires_grad_(True)

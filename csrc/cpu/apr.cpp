@@ -52,15 +52,17 @@ struct PairDeltas {
   }
 };
 
-// Source offsets inside the (H, W) plane of h1 and h2 for every pixel of image row r (o2 may be null
-// when only h1 is wanted). Interior pixels add the pair's table offset; border pixels clamp.
+// Columns [1, vec_end(W)) of an interior row are handled eight at a time by the AVX2 paths; the rest
+// (column 0 and the tail) one by one.
+inline int64_t vec_end(int64_t W) { return W >= 10 ? 1 + ((W - 2) / 8) * 8 : 1; }
+
+// Source offsets inside the (H, W) plane of h1 and h2 for every pixel of image row r, from the row's
+// packed Philox words (o2 may be null when only h1 is wanted). Interior pixels add the pair's table
+// offset; border pixels clamp. edges_only: only column 0 and the columns from vec_end(W) on (the
+// caller does the interior columns of an interior row itself).
 template <typename index_t>
-inline void row_sources(const Seed& s, const PairDeltas& t, int64_t flat_row, int64_t r, int64_t H, int64_t W,
-                        index_t* o1, index_t* o2) {
-  thread_local std::vector<uint32_t> words;
-  words.resize(W);
-  const uint32_t* wd = words.data();
-  packed_run(s, static_cast<uint64_t>(flat_row * W), W, words.data());
+inline void sources_from_words(const uint32_t* wd, const PairDeltas& t, int64_t r, int64_t H, int64_t W,
+                               index_t* o1, index_t* o2, bool edges_only = false) {
   const bool interior_row = r > 0 && r < H - 1;
   const int64_t base = r * W;
   int64_t j = 0;
@@ -76,9 +78,13 @@ inline void row_sources(const Seed& s, const PairDeltas& t, int64_t flat_row, in
       if (o2) o2[jj] = static_cast<index_t>(clampi(r + q / 3 - 1, H - 1) * W + clampi(jj + q % 3 - 1, W - 1));
     }
   };
+  if (edges_only && interior_row) {
+    scalar(0);
+    j = vec_end(W);
+  }
 #if defined(__AVX2__)
   if constexpr (std::is_same_v<index_t, int32_t>) {
-    if (interior_row && W >= 10) {
+    if (!edges_only && interior_row && W >= 10) {
       // columns 1 .. W-2, eight at a time: k = (word * 72) >> 32 on even and odd lanes, then the
       // offsets from the int32 tables by an AVX2 gather.
       scalar(0);
@@ -101,6 +107,63 @@ inline void row_sources(const Seed& s, const PairDeltas& t, int64_t flat_row, in
 #endif
   for (; j < W; ++j) scalar(j);
 }
+
+template <typename index_t>
+inline void row_sources(const Seed& s, const PairDeltas& t, int64_t flat_row, int64_t r, int64_t H, int64_t W,
+                        index_t* o1, index_t* o2) {
+  thread_local std::vector<uint32_t> words;
+  words.resize(W);
+  packed_run(s, static_cast<uint64_t>(flat_row * W), W, words.data());
+  sources_from_words(words.data(), t, r, H, W, o1, o2);
+}
+
+#if defined(__AVX2__)
+// Window selection without gathers, for interior pixels: each source is one of the 3x3 neighbours, so
+// load the window's nine shifted vectors once and pick per lane with blends. On Zen 3 this is about
+// twice as fast as three vgatherdps per eight pixels.
+//
+// Masks of eight pixels whose source sits at window code (dy + 1) * 3 + (dx + 1): all-ones lanes
+// where dx = -1, dx = +1, dy = -1, dy = +1.
+struct WinMask {
+  __m256 xm, xp, ym, yp;
+};
+
+inline WinMask win_mask(__m256i code) {
+  // dy + 1 = code / 3 = (code * 11) >> 5 for code < 9
+  const __m256i ry = _mm256_srli_epi32(_mm256_mullo_epi32(code, _mm256_set1_epi32(11)), 5);
+  const __m256i rx = _mm256_sub_epi32(code, _mm256_mullo_epi32(ry, _mm256_set1_epi32(3)));
+  const __m256i zero = _mm256_setzero_si256(), two = _mm256_set1_epi32(2);
+  return {_mm256_castsi256_ps(_mm256_cmpeq_epi32(rx, zero)), _mm256_castsi256_ps(_mm256_cmpeq_epi32(rx, two)),
+          _mm256_castsi256_ps(_mm256_cmpeq_epi32(ry, zero)), _mm256_castsi256_ps(_mm256_cmpeq_epi32(ry, two))};
+}
+
+// Masks of both members for the eight pixels whose packed words start at wd: pair id k = (w * 72) >> 32,
+// member codes p = k / 8 and q = k % 8 skipping p (pair_of).
+inline void pair_masks(const uint32_t* wd, WinMask& m1, WinMask& m2) {
+  const __m256i k72 = _mm256_set1_epi32(static_cast<int>(kNumPairs));
+  const __m256i w = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wd));
+  const __m256i ke = _mm256_srli_epi64(_mm256_mul_epu32(w, k72), 32);
+  const __m256i ko = _mm256_mul_epu32(_mm256_srli_epi64(w, 32), k72);
+  const __m256i k = _mm256_blend_epi32(ke, ko, 0xAA);
+  const __m256i p = _mm256_srli_epi32(k, 3);
+  const __m256i jj = _mm256_and_si256(k, _mm256_set1_epi32(7));
+  // q = jj + (jj >= p): cmpgt gives -1 where jj + 1 > p
+  const __m256i q = _mm256_sub_epi32(jj, _mm256_cmpgt_epi32(_mm256_add_epi32(jj, _mm256_set1_epi32(1)), p));
+  m1 = win_mask(p);
+  m2 = win_mask(q);
+}
+
+// The nine vectors v[(dy + 1) * 3 + dx + 1] = c[dy * W + dx .. + 8] around the eight pixels at c.
+inline void load_win(const float* c, int64_t W, __m256* v) {
+  for (int dy = -1; dy <= 1; ++dy)
+    for (int dx = -1; dx <= 1; ++dx) v[(dy + 1) * 3 + dx + 1] = _mm256_loadu_ps(c + dy * W + dx);
+}
+
+inline __m256 select_win(const __m256* v, const WinMask& m) {
+  auto row = [&](int i) { return _mm256_blendv_ps(_mm256_blendv_ps(v[i + 1], v[i], m.xm), v[i + 2], m.xp); };
+  return _mm256_blendv_ps(_mm256_blendv_ps(row(3), row(0), m.ym), row(6), m.yp);
+}
+#endif
 
 // dst[j] = src[idx[j]] for j < n.
 template <typename scalar_t, typename index_t>
@@ -255,11 +318,29 @@ void loss_rows(const scalar_t* op, const scalar_t* yp, const scalar_t* fp, scala
   const opmath l = static_cast<opmath>(lam), scale = static_cast<opmath>(1.0 / static_cast<double>(N));
   const opmath lscale = static_cast<opmath>(lam / static_cast<double>(N));
   constexpr int L = 8;
+#if defined(__AVX2__)
+  constexpr bool kVec = std::is_same_v<scalar_t, float> && std::is_same_v<index_t, int32_t>;
+#else
+  constexpr bool kVec = false;
+#endif
+  const int64_t jv = vec_end(W);
   at::parallel_for(0, B * H, grain_for(C * W * 4), [&](int64_t begin, int64_t end) {
     std::vector<index_t> o1(W), o2(W);
+    std::vector<uint32_t> words(W);
+#if defined(__AVX2__)
+    std::vector<WinMask> masks(kVec ? 2 * (W / 8 + 1) : 0);
+#endif
     for (int64_t row = begin; row < end; ++row) {
       const int64_t bi = row / H, r = row % H;
-      row_sources<index_t>(s, t, row, r, H, W, o1.data(), o2.data());
+      packed_run(s, static_cast<uint64_t>(row * W), W, words.data());
+      // interior rows of float images: the window-select path over columns [1, jv), masks built once
+      // per row; the other columns (and every column of border rows) read through o1 / o2.
+      const bool sel = kVec && r > 0 && r < H - 1 && jv > 1;
+      sources_from_words<index_t>(words.data(), t, r, H, W, o1.data(), o2.data(), sel);
+#if defined(__AVX2__)
+      if (sel)
+        for (int64_t j = 1, q = 0; j < jv; j += 8, q += 2) pair_masks(words.data() + j, masks[q], masks[q + 1]);
+#endif
       const index_t* i1 = o1.data();
       const index_t* i2 = o2.data();
       acc_t acc = 0;
@@ -271,28 +352,6 @@ void loss_rows(const scalar_t* op, const scalar_t* yp, const scalar_t* fp, scala
         scalar_t* gc = G ? gp + plane + r * W : nullptr;
         scalar_t* rc = R ? rp + plane + r * W : nullptr;
         alignas(32) opmath lane[L] = {};
-        int64_t j = 0;
-#if defined(__AVX2__)
-        if constexpr (std::is_same_v<scalar_t, float> && std::is_same_v<index_t, int32_t>) {
-          // the same arithmetic as body() below, eight columns per step (lane q takes columns q mod 8)
-          const __m256 vl = _mm256_set1_ps(l), vs = _mm256_set1_ps(scale), vls = _mm256_set1_ps(lscale);
-          __m256 va = _mm256_setzero_ps();
-          for (; j + L <= W; j += L) {
-            const __m256i v1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(i1 + j));
-            const __m256i v2 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(i2 + j));
-            const __m256 d = _mm256_sub_ps(_mm256_loadu_ps(oc + j), _mm256_i32gather_ps(yc, v2, 4));
-            const __m256 e = _mm256_sub_ps(_mm256_i32gather_ps(fc, v1, 4), _mm256_i32gather_ps(fc, v2, 4));
-            const __m256 rr = _mm256_sub_ps(d, e);
-            va = _mm256_add_ps(va, _mm256_add_ps(vmath::abs_ps(d), _mm256_mul_ps(vl, vmath::abs_ps(rr))));
-            if (G) {
-              const __m256 g = _mm256_add_ps(vmath::sign_ps(d), _mm256_mul_ps(vl, vmath::sign_ps(rr)));
-              _mm256_storeu_ps(gc + j, _mm256_mul_ps(vs, g));
-            }
-            if (R) _mm256_storeu_ps(rc + j, _mm256_mul_ps(vls, vmath::sign_ps(rr)));
-          }
-          _mm256_store_ps(lane, va);
-        }
-#endif
         auto body = [&](int64_t j, opmath& a) {
           const opmath d = static_cast<opmath>(oc[j]) - static_cast<opmath>(yc[i2[j]]);
           const opmath e = static_cast<opmath>(fc[i1[j]]) - static_cast<opmath>(fc[i2[j]]);
@@ -301,6 +360,48 @@ void loss_rows(const scalar_t* op, const scalar_t* yp, const scalar_t* fp, scala
           if (G) gc[j] = static_cast<scalar_t>(scale * (sgn(d) + l * sgn(rr)));
           if (R) rc[j] = static_cast<scalar_t>(lscale * sgn(rr));
         };
+        int64_t j = 0;
+#if defined(__AVX2__)
+        if constexpr (kVec) {
+          // the same arithmetic as body(), eight columns per step (lane q takes the columns j0 + q + 8m of
+          // the vector range, j0 = 1 on the select path and 0 on the gather path)
+          const __m256 vl = _mm256_set1_ps(l), vs = _mm256_set1_ps(scale), vls = _mm256_set1_ps(lscale);
+          __m256 va = _mm256_setzero_ps();
+          auto step = [&](int64_t jj, __m256 d, __m256 e) {
+            const __m256 rr = _mm256_sub_ps(d, e);
+            va = _mm256_add_ps(va, _mm256_add_ps(vmath::abs_ps(d), _mm256_mul_ps(vl, vmath::abs_ps(rr))));
+            if (G) {
+              const __m256 g = _mm256_add_ps(vmath::sign_ps(d), _mm256_mul_ps(vl, vmath::sign_ps(rr)));
+              _mm256_storeu_ps(gc + jj, _mm256_mul_ps(vs, g));
+            }
+            if (R) _mm256_storeu_ps(rc + jj, _mm256_mul_ps(vls, vmath::sign_ps(rr)));
+          };
+          if (sel) {
+            body(0, lane[0]);
+            const float* yr = yc + r * W;
+            const float* fr = fc + r * W;
+            __m256 v[9];
+            for (j = 1; j < jv; j += 8) {
+              const WinMask& m1 = masks[2 * (j >> 3)];
+              const WinMask& m2 = masks[2 * (j >> 3) + 1];
+              load_win(yr + j, W, v);
+              const __m256 d = _mm256_sub_ps(_mm256_loadu_ps(oc + j), select_win(v, m2));
+              load_win(fr + j, W, v);
+              step(j, d, _mm256_sub_ps(select_win(v, m1), select_win(v, m2)));
+            }
+          } else {
+            for (; j + L <= W; j += L) {
+              const __m256i v1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(i1 + j));
+              const __m256i v2 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(i2 + j));
+              const __m256 d = _mm256_sub_ps(_mm256_loadu_ps(oc + j), _mm256_i32gather_ps(yc, v2, 4));
+              step(j, d, _mm256_sub_ps(_mm256_i32gather_ps(fc, v1, 4), _mm256_i32gather_ps(fc, v2, 4)));
+            }
+          }
+          alignas(32) float vlane[L];
+          _mm256_store_ps(vlane, va);
+          for (int q = 0; q < L; ++q) lane[q] += vlane[q];
+        }
+#endif
         for (; j + L <= W; j += L)
           for (int q = 0; q < L; ++q) body(j + q, lane[q]);
         for (; j < W; ++j) body(j, lane[j % L]);

@@ -9,6 +9,7 @@ from fastdenoise._runtime import check_like
 from fastdenoise._runtime import check_seed
 from fastdenoise._runtime import check_tensor
 from fastdenoise._runtime import resolve_backend
+from fastdenoise._runtime import scale_saved_grad
 from fastdenoise._runtime import skip_checks
 from fastdenoise.ops.apr import ops
 from fastdenoise.ops.apr.reference import apr_loss_ref
@@ -49,8 +50,8 @@ class APRLossFunction(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, dloss):
         gout, gfy = ctx.saved_tensors
-        dout = gout * dloss.to(gout.dtype) if ctx.needs_input_grad[0] else None
-        dfy = gfy * dloss.to(gfy.dtype) if ctx.grad_fy else None
+        dout = scale_saved_grad(gout, dloss) if ctx.needs_input_grad[0] else None
+        dfy = scale_saved_grad(gfy, dloss) if ctx.grad_fy else None
         return dout, None, dfy, None, None, None, None
 
 

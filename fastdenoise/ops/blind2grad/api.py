@@ -9,6 +9,7 @@ from fastdenoise._runtime import check_like
 from fastdenoise._runtime import check_seed
 from fastdenoise._runtime import check_tensor
 from fastdenoise._runtime import resolve_backend
+from fastdenoise._runtime import scale_saved_grad
 from fastdenoise._runtime import skip_checks
 from fastdenoise.ops.blind2grad import ops
 from fastdenoise.ops.blind2grad.reference import blind2grad_loss_ref
@@ -30,8 +31,8 @@ class Blind2GradLossFunction(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, dloss):
         grad_a, grad_f = ctx.saved_tensors
-        da = grad_a * dloss.to(grad_a.dtype) if ctx.needs_input_grad[0] else None
-        df = grad_f * dloss.to(grad_f.dtype) if ctx.needs_input_grad[1] else None
+        da = scale_saved_grad(grad_a, dloss) if ctx.needs_input_grad[0] else None
+        df = scale_saved_grad(grad_f, dloss) if ctx.needs_input_grad[1] else None
         return da, df, None, None, None, None, None, None
 
 

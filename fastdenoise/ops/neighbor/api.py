@@ -9,6 +9,7 @@ from fastdenoise._runtime import check_like
 from fastdenoise._runtime import check_seed
 from fastdenoise._runtime import check_tensor
 from fastdenoise._runtime import resolve_backend
+from fastdenoise._runtime import scale_saved_grad
 from fastdenoise._runtime import skip_checks
 from fastdenoise.ops.neighbor import ops
 from fastdenoise.ops.neighbor.reference import nb2nb_loss_ref
@@ -40,7 +41,7 @@ class Nb2NbLossFunction(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, dloss):
         (grad,) = ctx.saved_tensors
-        dout = grad * dloss.to(grad.dtype) if ctx.needs_input_grad[0] else None
+        dout = scale_saved_grad(grad, dloss) if ctx.needs_input_grad[0] else None
         return dout, None, None, None, None, None
 
 

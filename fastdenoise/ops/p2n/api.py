@@ -9,6 +9,7 @@ from fastdenoise._runtime import check_like
 from fastdenoise._runtime import check_seed
 from fastdenoise._runtime import check_tensor
 from fastdenoise._runtime import resolve_backend
+from fastdenoise._runtime import scale_saved_grad
 from fastdenoise._runtime import skip_checks
 from fastdenoise.ops.p2n import ops
 from fastdenoise.ops.p2n.reference import GRANULARITIES
@@ -49,9 +50,8 @@ class P2NLossFunction(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, dloss):
         (grad,) = ctx.saved_tensors
-        s = dloss.to(grad.dtype)
-        dpos = grad * s if ctx.needs_input_grad[0] else None
-        dneg = grad * (-s) if ctx.needs_input_grad[1] else None
+        dpos = scale_saved_grad(grad, dloss) if ctx.needs_input_grad[0] else None
+        dneg = scale_saved_grad(grad, dloss, -1.0) if ctx.needs_input_grad[1] else None
         return dpos, dneg, None, None, None
 
 

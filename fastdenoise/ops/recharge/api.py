@@ -10,6 +10,7 @@ from fastdenoise._runtime import check_like
 from fastdenoise._runtime import check_seed
 from fastdenoise._runtime import check_tensor
 from fastdenoise._runtime import resolve_backend
+from fastdenoise._runtime import scale_saved_grad
 from fastdenoise._runtime import skip_checks
 from fastdenoise.ops.recharge import ops
 from fastdenoise.ops.recharge.reference import recharge_l1_loss_ref
@@ -26,7 +27,7 @@ class RechargeL1Function(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, dloss):
         (grad,) = ctx.saved_tensors
-        ds = grad * dloss.to(grad.dtype) if ctx.needs_input_grad[0] else None
+        ds = scale_saved_grad(grad, dloss) if ctx.needs_input_grad[0] else None
         return ds, None, None, None, None
 
 
