@@ -108,15 +108,6 @@ inline void sources_from_words(const uint32_t* wd, const PairDeltas& t, int64_t 
   for (; j < W; ++j) scalar(j);
 }
 
-template <typename index_t>
-inline void row_sources(const Seed& s, const PairDeltas& t, int64_t flat_row, int64_t r, int64_t H, int64_t W,
-                        index_t* o1, index_t* o2) {
-  thread_local std::vector<uint32_t> words;
-  words.resize(W);
-  packed_run(s, static_cast<uint64_t>(flat_row * W), W, words.data());
-  sources_from_words(words.data(), t, r, H, W, o1, o2);
-}
-
 #if defined(__AVX2__)
 // Window selection without gathers, for interior pixels: each source is one of the 3x3 neighbours, so
 // load the window's nine shifted vectors once and pick per lane with blends. On Zen 3 this is about
@@ -255,15 +246,55 @@ template <typename scalar_t, typename index_t>
 void sample_fwd(const scalar_t* xp, scalar_t* a, scalar_t* b, int64_t B, int64_t C, int64_t H, int64_t W,
                 const Seed& s) {
   const PairDeltas t(W);
+#if defined(__AVX2__)
+  constexpr bool kVec = std::is_same_v<scalar_t, float> && std::is_same_v<index_t, int32_t>;
+#else
+  constexpr bool kVec = false;
+#endif
+  const int64_t jv = vec_end(W);
   at::parallel_for(0, B * H, grain_for(C * W * (b ? 2 : 1)), [&](int64_t begin, int64_t end) {
     std::vector<index_t> o1(W), o2(b ? W : 0);
+    std::vector<uint32_t> words(W);
+#if defined(__AVX2__)
+    std::vector<WinMask> masks(kVec ? 2 * (W / 8 + 1) : 0);
+#endif
     for (int64_t row = begin; row < end; ++row) {
       const int64_t bi = row / H, r = row % H;
-      row_sources<index_t>(s, t, row, r, H, W, o1.data(), b ? o2.data() : nullptr);
+      packed_run(s, static_cast<uint64_t>(row * W), W, words.data());
+      // interior rows of float images: window select over columns [1, jv) (see loss_rows)
+      const bool sel = kVec && r > 0 && r < H - 1 && jv > 1;
+      sources_from_words<index_t>(words.data(), t, r, H, W, o1.data(), b ? o2.data() : nullptr, sel);
+#if defined(__AVX2__)
+      if (sel)
+        for (int64_t j = 1, q = 0; j < jv; j += 8, q += 2) pair_masks(words.data() + j, masks[q], masks[q + 1]);
+#endif
       for (int64_t c = 0; c < C; ++c) {
         const int64_t plane = (bi * C + c) * H * W;
-        gather_row(xp + plane, o1.data(), a + plane + r * W, W);
-        if (b) gather_row(xp + plane, o2.data(), b + plane + r * W, W);
+        const scalar_t* src = xp + plane;
+        scalar_t* d1 = a + plane + r * W;
+        scalar_t* d2 = b ? b + plane + r * W : nullptr;
+        if (!sel) {
+          gather_row(src, o1.data(), d1, W);
+          if (b) gather_row(src, o2.data(), d2, W);
+          continue;
+        }
+#if defined(__AVX2__)
+        if constexpr (kVec) {
+          d1[0] = src[o1[0]];
+          if (b) d2[0] = src[o2[0]];
+          const float* xr = src + r * W;
+          __m256 v[9];
+          for (int64_t j = 1; j < jv; j += 8) {
+            load_win(xr + j, W, v);
+            _mm256_storeu_ps(d1 + j, select_win(v, masks[2 * (j >> 3)]));
+            if (b) _mm256_storeu_ps(d2 + j, select_win(v, masks[2 * (j >> 3) + 1]));
+          }
+          for (int64_t j = jv; j < W; ++j) {
+            d1[j] = src[o1[j]];
+            if (b) d2[j] = src[o2[j]];
+          }
+        }
+#endif
       }
     }
   });
