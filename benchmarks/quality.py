@@ -14,6 +14,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
+import sys
 
 from fastdenoise.evaluate import METHODS
 from fastdenoise.evaluate import NOISES
@@ -26,6 +28,13 @@ from fastdenoise.evaluate import rows_to_json
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
+def _write_atomic(path: str, text: str) -> None:
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cpu-reduced", action="store_true", help="astronaut only, sigma 25, 128x128 crop")
@@ -36,6 +45,7 @@ def main(argv=None) -> int:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--no-reference", action="store_true", help="skip the reference configuration runs")
     ap.add_argument("--out", default=os.path.join(HERE, "quality.md"))
+    argv = sys.argv[1:] if argv is None else list(argv)
     a = ap.parse_args(argv)
     if a.cpu_reduced:
         a.images, a.noise, a.crop = "astronaut", "gaussian:25", 128
@@ -44,18 +54,20 @@ def main(argv=None) -> int:
                     reference=not a.no_reference)
     env = environment()
     scope = ("REDUCED CPU table (astronaut only, Gaussian sigma 25, 128x128 centre crop; the full table needs "
-             "a GPU: `make gpu-quality`)" if a.cpu_reduced else f"{a.crop}x{a.crop} centre crops")
+             "a GPU: `make gpu-quality`)" if a.cpu_reduced else
+             f"{a.crop}x{a.crop} centre crops of {a.images.replace(',', ', ')}; noise {a.noise.replace(',', ', ')}")
+    command = " ".join(["python -m benchmarks.quality", *map(shlex.quote, argv)])
     text = (f"# Quality table\n\n{scope}. Device: {env['device']}; torch {env['torch']}; {env['date']}.\n"
-            f"Command: `python -m benchmarks.quality{' --cpu-reduced' if a.cpu_reduced else ''}`. Each method at "
+            f"Command: `{command}`. Each method at "
             "its default iterations for this device; `ref` = the reference configuration (plain-torch ops, fp32, "
             "no CUDA graphs), same seeds and iterations. PSNR/SSIM: METHODS.md 1.2 default (clamp, uint8, "
             "peak 255; 11x11 Gaussian SSIM).\n\n" + format_table(rows) + "\n")
-    with open(a.out, "w") as f:
-        f.write(text)
+    _write_atomic(a.out, text)
     os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
     slug = env["device"].split(" (")[0].replace(" ", "-").lower()
-    with open(os.path.join(HERE, "results", f"quality-{slug}.json"), "w") as f:
-        json.dump({"environment": env, "args": vars(a), "rows": rows_to_json(rows)}, f, indent=1)
+    stem = os.path.splitext(os.path.basename(a.out))[0]  # quality.md -> results/quality-<device>.json
+    _write_atomic(os.path.join(HERE, "results", f"{stem}-{slug}.json"),
+                  json.dumps({"environment": env, "args": vars(a), "rows": rows_to_json(rows)}, indent=1))
     print(text)
     return 0
 
