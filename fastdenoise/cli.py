@@ -147,7 +147,7 @@ def cmd_denoise(a) -> int:
                 ref, _ = _read(cp)
                 if ref.shape != img.shape:
                     raise ValueError(f"clean image {cp} has shape {ref.shape}, the input {img.shape}")
-            opts = {"ema": a.ema} if a.ema else {}
+            opts = {} if a.ema is None else {"ema": a.ema if a.ema > 0 else None}
             if a.reference:
                 opts["reference"] = True
             out, log = denoise(img, method=a.method, iters=a.iters, seed=a.seed, device=a.device,
@@ -271,7 +271,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     d.add_argument("--seed", type=int, default=0, help="seed of every random draw (default 0)")
     d.add_argument("--weights", default=None, help="initial weights (default p2n: the shipped Gaussian-pretrained)")
-    d.add_argument("--ema", type=float, default=None, help="output EMA decay, e.g. 0.95 (default: off)")
+    d.add_argument("--ema", type=float, default=None,
+                   help="output EMA decay, e.g. 0.95; 0 turns it off (default: the method's, 0.9 for p2n, off for "
+                        "the others)")
     d.add_argument("--reference", action="store_true", help="plain-torch ops, fp32, no CUDA graphs (for checks)")
     d.add_argument("--clean", default=None, metavar="PATH",
                    help="clean reference: a file (one input) or a directory with files of the same names; "

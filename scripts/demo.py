@@ -63,12 +63,14 @@ def main(argv=None) -> int:
         print(f"CPU: one 256x256 forward takes {fwd:.2f}s -> {iters} P2N iterations fit the {a.budget:.0f}s budget "
               f"(the method's default is 100; pass --iters to change)")
     res = tr.fit(noisy, iters=iters, clean=clean)
-    out = res.output.cpu()
+    out = res.best.cpu()  # the output EMA of P2N's estimates (P2NConfig.ema), as fastdenoise.denoise returns
 
     p_noisy, p_pre, p_out = psnr_quick(noisy, clean), psnr_quick(pre, clean), psnr_quick(out, clean)
     print(f"device {dev}; P2N iterations {res.iters}; loop time {res.seconds:.1f}s "
           f"({res.seconds / max(1, res.iters):.2f}s/iter)")
-    print(f"PSNR noisy {p_noisy:.2f} dB | pretrained (0 iters) {p_pre:.2f} dB | P2N ({res.iters} iters) {p_out:.2f} dB")
+    ema = f", output EMA {tr.cfg.ema}" if res.ema_output is not None else ""
+    print(f"PSNR noisy {p_noisy:.2f} dB | pretrained (0 iters) {p_pre:.2f} dB | "
+          f"P2N ({res.iters} iters{ema}) {p_out:.2f} dB")
 
     os.makedirs(a.out, exist_ok=True)
     hwc = lambda t: t[0].permute(1, 2, 0).numpy()  # noqa: E731

@@ -120,15 +120,28 @@ def test_p2n_fit_many_equals_single_fit_and_models_are_independent():
 
     _, y = _y()
     tr = p2n.build(device="cpu", iters=2)
-    single = tr.fit(y).output
+    single = tr.fit(y).best  # the output EMA (P2N's default ema=0.9)
     many = p2n.fit_many(y, trainer=tr)
     assert many.shape == y.shape
     torch.testing.assert_close(many, single, atol=2e-5, rtol=1e-4)
+    tr_plain = p2n.build(device="cpu", iters=2, ema=None)
+    res = tr_plain.fit(y)
+    assert res.ema_output is None
+    torch.testing.assert_close(p2n.fit_many(y, trainer=tr_plain), res.output, atol=2e-5, rtol=1e-4)
     a = p2n.fit_many(torch.cat([y, y.flip(-1)]), trainer=tr)
     b = p2n.fit_many(torch.cat([y, torch.rand_like(y)]), trainer=tr)
     torch.testing.assert_close(a[0], b[0])
     assert not torch.allclose(a[1], b[1])
     # the trainer's own weights are untouched (fit_many works on stacked copies)
-    torch.testing.assert_close(tr.fit(y).output, single)
+    torch.testing.assert_close(tr.fit(y).best, single)
     with pytest.raises(ValueError, match="images must be"):
         p2n.fit_many(y[0], trainer=tr)
+
+
+def test_p2n_dataset_mode_keeps_no_output_ema():
+    """The output EMA is a single-image feature: dataset mode sees different crops every iteration."""
+    from fastdenoise.methods import p2n
+
+    _, y = _y()
+    tr = p2n.train([y[0]], crop=16, batch=2, iters=2, device="cpu", init="scratch")
+    assert tr.cfg.ema == 0.9 and tr.ema is None

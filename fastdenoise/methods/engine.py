@@ -52,7 +52,8 @@ class FitConfig:
         amp: bf16 autocast on CUDA (ignored on the CPU).
         channels_last: channels-last network on CUDA (ignored on the CPU).
         cuda_graph: capture the network forward and backward as CUDA graphs (static shapes; CUDA only).
-        ema: output EMA decay in (0, 1) (e.g. 0.9-0.99), or None for no EMA.
+        ema: output EMA decay in (0, 1) (e.g. 0.9-0.99), or None for no EMA (single-image mode only:
+            the EMA of the step's estimates becomes ``FitResult.best``).
         progress: show a tqdm bar (loss, and PSNR when a clean reference is given).
         log_every: refresh interval of the bar and of the PSNR log, in iterations.
         backend: op backend (None: auto, i.e. the fused kernels; ``"torch"``: the references).
@@ -299,7 +300,7 @@ class Trainer:
 
     # ------------------------------------------------------------------ loop
     def _loop(self, get_batch: Callable[[int], torch.Tensor], total: int, clean: torch.Tensor | None,
-              desc: str) -> tuple[float, int]:
+              desc: str, use_ema: bool = True) -> tuple[float, int]:
         cfg = self.cfg
         if cfg.resume and cfg.checkpoint and os.path.exists(cfg.checkpoint):
             self.load_checkpoint(cfg.checkpoint)
@@ -319,7 +320,7 @@ class Trainer:
             loss.backward()
             self.opt.step()
             pending.append(loss.detach().float())
-            if cfg.ema is not None and est is not None:
+            if use_ema and cfg.ema is not None and est is not None:
                 est = est.detach().float()
                 self.ema = est.clone() if self.ema is None else self.ema.mul_(cfg.ema).add_(est, alpha=1 - cfg.ema)
             self.t = t + 1
@@ -379,7 +380,8 @@ class Trainer:
         checkpoint. Use :meth:`denoise` afterwards.
         """
         total = self.total_iters(iters)
-        secs, n = self._loop(lambda t: self.to_input(sampler(t)), total, None, "train")
+        # no output EMA in dataset mode: every iteration sees different crops
+        secs, n = self._loop(lambda t: self.to_input(sampler(t)), total, None, "train", use_ema=False)
         return FitResult(torch.empty(0), None, list(self.loss_log), [], n, secs)
 
     def total_iters(self, iters: int | None) -> int:

@@ -8,7 +8,13 @@ Per iteration (section 2.2 pseudocode and [DECISION]s):
 3. one 2B forward ``F(z)`` split into (positive, negative);
 4. ``L = mean((|F(y+) - F(y-)| + 1e-8)^gamma_t)`` (:func:`fastdenoise.functional.p2n_loss`, fused
    forward/backward) with gamma linear from 2 to 1.5 per iteration (:func:`~fastdenoise.functional.p2n_gamma`);
-5. AdamW (lr 1e-4, weight decay 0.01), 100 iterations; optional output EMA of x_hat.
+5. AdamW (lr 1e-4, weight decay 0.01), 100 iterations; the result is the EMA (decay 0.9) of the
+   step's x_hat (``FitResult.best``; ``ema=None`` returns the network's output after the last step).
+
+Output EMA (a fastdenoise default, measured 2026-11-22 on a 128x128 astronaut crop, sigma 25, shipped
+weights, 100 iterations): the step estimates move by 0.3-0.7 dB from one iteration to the next (28.64 -
+29.45 dB), and the last one can sit in a dip (29.22 dB, below the pretrained 29.31 dB). Their EMA with
+decay 0.9 is smooth and ends at 29.48 dB (lr 5e-5: 29.51 dB).
 
 Deviation from METHODS.md's stop-gradient [DECISION] (measured, 2026-11-22): with x_hat detached
 (first pass under ``no_grad``) the only thing the loss asks of the network is ``F(y+) == F(y-)``, and
@@ -65,6 +71,7 @@ class P2NConfig(FitConfig):
     lr: float = 1e-4
     optimizer: str = "adamw"
     weight_decay: float = 0.01
+    ema: float | None = 0.9
     sigma: float = 0.75
     granularity: str = "image"
     gamma_start: float = 2.0
@@ -186,8 +193,9 @@ def fit_many(images: torch.Tensor, config: P2NConfig | None = None, *, trainer: 
     loss's mean over all K images) gives each model the gradient of its own loss.
 
     The draws differ from K separate :func:`fit` calls (one seed stream for the batch), so outputs are
-    statistically, not bitwise, equal to them. Not supported here: CUDA graph capture, output EMA and
-    checkpoints (use :meth:`Trainer.fit` per image for those).
+    statistically, not bitwise, equal to them. With ``ema`` set (the P2N default) each model's result is
+    the EMA of its step estimates, as ``FitResult.best`` of :func:`fit`. Not supported here: CUDA graph
+    capture and checkpoints (use :meth:`Trainer.fit` per image for those).
 
     Args:
         images: (K, C, H, W) noisy images, all the same size.
@@ -195,7 +203,8 @@ def fit_many(images: torch.Tensor, config: P2NConfig | None = None, *, trainer: 
         iters: iterations (default: the config's, else 100).
 
     Returns:
-        (K, C, H, W) float32 denoised images (each model's output on its image after training).
+        (K, C, H, W) float32 denoised images: each model's output EMA (``ema`` set), else its output on its
+        image after training.
     """
     from fastdenoise.methods.engine import iter_seed
     from fastdenoise.methods.engine import make_optimizer
@@ -236,12 +245,18 @@ def fit_many(images: torch.Tensor, config: P2NConfig | None = None, *, trainer: 
         return out[:, 0], out[:, 1]
 
     model.train()
+    ema = None
     for t in range(total):
-        loss, _ = _p2n_step(c, tr.backend, single, pair, y, t, total, iter_seed(c.seed, t))
+        loss, est = _p2n_step(c, tr.backend, single, pair, y, t, total, iter_seed(c.seed, t))
         loss = loss * k  # the mean over K images -> the sum of the K models' own losses
         opt.zero_grad(set_to_none=False)
         loss.backward()
         opt.step()
+        if c.ema is not None:
+            est = est.float()
+            ema = est.clone() if ema is None else ema.mul_(c.ema).add_(est, alpha=1 - c.ema)
+    if ema is not None:
+        return ema.contiguous()
     with torch.no_grad():
         model.eval()
         res = single(y)
