@@ -156,6 +156,46 @@ inline __m256 select_win(const __m256* v, const WinMask& m) {
 }
 #endif
 
+// Whether the AVX2 paths apply: float32 data with int32 offsets on an AVX2 build.
+template <typename scalar_t, typename index_t>
+constexpr bool kAvx2Path =
+#if defined(__AVX2__)
+    std::is_same_v<scalar_t, float> && std::is_same_v<index_t, int32_t>;
+#else
+    false;
+#endif
+
+// One thread's per-row state, shared by the sampler and the loss: the row's packed words, the source
+// offsets o1 / o2 read by the scalar (and gather) columns, and the blend masks of the window-select
+// columns. prepare() fills them for one image row and returns whether the row takes the window-select
+// path (interior rows of float images, columns [1, vec_end(W))); masks[2 * (j >> 3)] and
+// masks[2 * (j >> 3) + 1] are then the h1 and h2 masks of the eight columns starting at j.
+template <typename index_t, bool kVec>
+struct RowPlan {
+  std::vector<index_t> o1, o2;
+  std::vector<uint32_t> words;
+#if defined(__AVX2__)
+  std::vector<WinMask> masks;
+#endif
+  RowPlan(int64_t W, bool need_o2) : o1(W), o2(need_o2 ? W : 0), words(W) {
+#if defined(__AVX2__)
+    masks.resize(kVec ? 2 * (W / 8 + 1) : 0);
+#endif
+  }
+
+  bool prepare(const Seed& s, const PairDeltas& t, int64_t row, int64_t r, int64_t H, int64_t W) {
+    const int64_t jv = vec_end(W);
+    packed_run(s, static_cast<uint64_t>(row * W), W, words.data());
+    const bool sel = kVec && r > 0 && r < H - 1 && jv > 1;
+    sources_from_words<index_t>(words.data(), t, r, H, W, o1.data(), o2.empty() ? nullptr : o2.data(), sel);
+#if defined(__AVX2__)
+    if (sel)
+      for (int64_t j = 1, q = 0; j < jv; j += 8, q += 2) pair_masks(words.data() + j, masks[q], masks[q + 1]);
+#endif
+    return sel;
+  }
+};
+
 // dst[j] = src[idx[j]] for j < n.
 template <typename scalar_t, typename index_t>
 inline void gather_row(const scalar_t* src, const index_t* idx, scalar_t* dst, int64_t n) {
@@ -246,36 +286,23 @@ template <typename scalar_t, typename index_t>
 void sample_fwd(const scalar_t* xp, scalar_t* a, scalar_t* b, int64_t B, int64_t C, int64_t H, int64_t W,
                 const Seed& s) {
   const PairDeltas t(W);
-#if defined(__AVX2__)
-  constexpr bool kVec = std::is_same_v<scalar_t, float> && std::is_same_v<index_t, int32_t>;
-#else
-  constexpr bool kVec = false;
-#endif
+  constexpr bool kVec = kAvx2Path<scalar_t, index_t>;
   const int64_t jv = vec_end(W);
   at::parallel_for(0, B * H, grain_for(C * W * (b ? 2 : 1)), [&](int64_t begin, int64_t end) {
-    std::vector<index_t> o1(W), o2(b ? W : 0);
-    std::vector<uint32_t> words(W);
-#if defined(__AVX2__)
-    std::vector<WinMask> masks(kVec ? 2 * (W / 8 + 1) : 0);
-#endif
+    RowPlan<index_t, kVec> plan(W, b != nullptr);
+    const index_t* o1 = plan.o1.data();
+    const index_t* o2 = plan.o2.data();
     for (int64_t row = begin; row < end; ++row) {
       const int64_t bi = row / H, r = row % H;
-      packed_run(s, static_cast<uint64_t>(row * W), W, words.data());
-      // interior rows of float images: window select over columns [1, jv) (see loss_rows)
-      const bool sel = kVec && r > 0 && r < H - 1 && jv > 1;
-      sources_from_words<index_t>(words.data(), t, r, H, W, o1.data(), b ? o2.data() : nullptr, sel);
-#if defined(__AVX2__)
-      if (sel)
-        for (int64_t j = 1, q = 0; j < jv; j += 8, q += 2) pair_masks(words.data() + j, masks[q], masks[q + 1]);
-#endif
+      const bool sel = plan.prepare(s, t, row, r, H, W);
       for (int64_t c = 0; c < C; ++c) {
         const int64_t plane = (bi * C + c) * H * W;
         const scalar_t* src = xp + plane;
         scalar_t* d1 = a + plane + r * W;
         scalar_t* d2 = b ? b + plane + r * W : nullptr;
         if (!sel) {
-          gather_row(src, o1.data(), d1, W);
-          if (b) gather_row(src, o2.data(), d2, W);
+          gather_row(src, o1, d1, W);
+          if (b) gather_row(src, o2, d2, W);
           continue;
         }
 #if defined(__AVX2__)
@@ -286,8 +313,8 @@ void sample_fwd(const scalar_t* xp, scalar_t* a, scalar_t* b, int64_t B, int64_t
           __m256 v[9];
           for (int64_t j = 1; j < jv; j += 8) {
             load_win(xr + j, W, v);
-            _mm256_storeu_ps(d1 + j, select_win(v, masks[2 * (j >> 3)]));
-            if (b) _mm256_storeu_ps(d2 + j, select_win(v, masks[2 * (j >> 3) + 1]));
+            _mm256_storeu_ps(d1 + j, select_win(v, plan.masks[2 * (j >> 3)]));
+            if (b) _mm256_storeu_ps(d2 + j, select_win(v, plan.masks[2 * (j >> 3) + 1]));
           }
           for (int64_t j = jv; j < W; ++j) {
             d1[j] = src[o1[j]];
@@ -349,31 +376,17 @@ void loss_rows(const scalar_t* op, const scalar_t* yp, const scalar_t* fp, scala
   const opmath l = static_cast<opmath>(lam), scale = static_cast<opmath>(1.0 / static_cast<double>(N));
   const opmath lscale = static_cast<opmath>(lam / static_cast<double>(N));
   constexpr int L = 8;
-#if defined(__AVX2__)
-  constexpr bool kVec = std::is_same_v<scalar_t, float> && std::is_same_v<index_t, int32_t>;
-#else
-  constexpr bool kVec = false;
-#endif
+  constexpr bool kVec = kAvx2Path<scalar_t, index_t>;
   const int64_t jv = vec_end(W);
   at::parallel_for(0, B * H, grain_for(C * W * 4), [&](int64_t begin, int64_t end) {
-    std::vector<index_t> o1(W), o2(W);
-    std::vector<uint32_t> words(W);
-#if defined(__AVX2__)
-    std::vector<WinMask> masks(kVec ? 2 * (W / 8 + 1) : 0);
-#endif
+    RowPlan<index_t, kVec> plan(W, true);
+    const index_t* i1 = plan.o1.data();
+    const index_t* i2 = plan.o2.data();
     for (int64_t row = begin; row < end; ++row) {
       const int64_t bi = row / H, r = row % H;
-      packed_run(s, static_cast<uint64_t>(row * W), W, words.data());
-      // interior rows of float images: the window-select path over columns [1, jv), masks built once
-      // per row; the other columns (and every column of border rows) read through o1 / o2.
-      const bool sel = kVec && r > 0 && r < H - 1 && jv > 1;
-      sources_from_words<index_t>(words.data(), t, r, H, W, o1.data(), o2.data(), sel);
-#if defined(__AVX2__)
-      if (sel)
-        for (int64_t j = 1, q = 0; j < jv; j += 8, q += 2) pair_masks(words.data() + j, masks[q], masks[q + 1]);
-#endif
-      const index_t* i1 = o1.data();
-      const index_t* i2 = o2.data();
+      // interior rows of float images: the window-select path over columns [1, jv) (masks built once
+      // per row); the other columns (and every column of border rows) read through i1 / i2.
+      const bool sel = plan.prepare(s, t, row, r, H, W);
       acc_t acc = 0;
       for (int64_t c = 0; c < C; ++c) {
         const int64_t plane = (bi * C + c) * H * W;
@@ -413,8 +426,8 @@ void loss_rows(const scalar_t* op, const scalar_t* yp, const scalar_t* fp, scala
             const float* fr = fc + r * W;
             __m256 v[9];
             for (j = 1; j < jv; j += 8) {
-              const WinMask& m1 = masks[2 * (j >> 3)];
-              const WinMask& m2 = masks[2 * (j >> 3) + 1];
+              const WinMask& m1 = plan.masks[2 * (j >> 3)];
+              const WinMask& m2 = plan.masks[2 * (j >> 3) + 1];
               load_win(yr + j, W, v);
               const __m256 d = _mm256_sub_ps(_mm256_loadu_ps(oc + j), select_win(v, m2));
               load_win(fr + j, W, v);
