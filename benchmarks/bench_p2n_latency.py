@@ -49,6 +49,7 @@ def test_p2n_fit_latency(benchmark, provider):
     from fastdenoise.methods import p2n
 
     if provider == "batched" and DEVICE.type != "cuda" and not smoke(benchmark):
+        # timing K U-Nets at once on 2 CPU threads says nothing about GPU throughput; runs on CUDA
         pytest.skip("the many-images throughput mode is benchmarked on CUDA")
     size, iters = (64, 2) if smoke(benchmark) else (256, _iters())
     many = int(os.environ.get("FASTDENOISE_LATENCY_MANY", "8")) if provider == "batched" else 1

@@ -56,6 +56,18 @@ struct PairDeltas {
 // (column 0 and the tail) one by one.
 inline int64_t vec_end(int64_t W) { return W >= 10 ? 1 + ((W - 2) / 8) * 8 : 1; }
 
+#if defined(__AVX2__)
+// Pair ids k = (word * 72) >> 32 (choice) of the eight pixels whose packed words start at wd: the
+// 32x32->64 products of the even and odd lanes, blended back into lane order.
+inline __m256i pair_ids8(const uint32_t* wd) {
+  const __m256i k72 = _mm256_set1_epi32(static_cast<int>(kNumPairs));
+  const __m256i w = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wd));
+  const __m256i ke = _mm256_srli_epi64(_mm256_mul_epu32(w, k72), 32);
+  const __m256i ko = _mm256_mul_epu32(_mm256_srli_epi64(w, 32), k72);
+  return _mm256_blend_epi32(ke, ko, 0xAA);
+}
+#endif
+
 // Source offsets inside the (H, W) plane of h1 and h2 for every pixel of image row r, from the row's
 // packed Philox words (o2 may be null when only h1 is wanted). Interior pixels add the pair's table
 // offset; border pixels clamp. edges_only: only column 0 and the columns from vec_end(W) on (the
@@ -85,16 +97,12 @@ inline void sources_from_words(const uint32_t* wd, const PairDeltas& t, int64_t 
 #if defined(__AVX2__)
   if constexpr (std::is_same_v<index_t, int32_t>) {
     if (!edges_only && interior_row && W >= 10) {
-      // columns 1 .. W-2, eight at a time: k = (word * 72) >> 32 on even and odd lanes, then the
-      // offsets from the int32 tables by an AVX2 gather.
+      // columns 1 .. W-2, eight at a time: the pair ids, then the offsets from the int32 tables by
+      // an AVX2 gather.
       scalar(0);
-      const __m256i k72 = _mm256_set1_epi32(static_cast<int>(kNumPairs));
       const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
       for (j = 1; j + 8 <= W - 1; j += 8) {
-        const __m256i w = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wd + j));
-        const __m256i ke = _mm256_srli_epi64(_mm256_mul_epu32(w, k72), 32);
-        const __m256i ko = _mm256_mul_epu32(_mm256_srli_epi64(w, 32), k72);
-        const __m256i k = _mm256_blend_epi32(ke, ko, 0xAA);
+        const __m256i k = pair_ids8(wd + j);
         const __m256i pos = _mm256_add_epi32(_mm256_set1_epi32(static_cast<int>(base + j)), lane);
         _mm256_storeu_si256(reinterpret_cast<__m256i*>(o1 + j),
                             _mm256_add_epi32(pos, _mm256_i32gather_epi32(t.e1, k, 4)));
@@ -128,14 +136,10 @@ inline WinMask win_mask(__m256i code) {
           _mm256_castsi256_ps(_mm256_cmpeq_epi32(ry, zero)), _mm256_castsi256_ps(_mm256_cmpeq_epi32(ry, two))};
 }
 
-// Masks of both members for the eight pixels whose packed words start at wd: pair id k = (w * 72) >> 32,
-// member codes p = k / 8 and q = k % 8 skipping p (pair_of).
+// Masks of both members for the eight pixels whose packed words start at wd: member codes p = k / 8
+// and q = k % 8 skipping p (pair_of) of the pair id k.
 inline void pair_masks(const uint32_t* wd, WinMask& m1, WinMask& m2) {
-  const __m256i k72 = _mm256_set1_epi32(static_cast<int>(kNumPairs));
-  const __m256i w = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wd));
-  const __m256i ke = _mm256_srli_epi64(_mm256_mul_epu32(w, k72), 32);
-  const __m256i ko = _mm256_mul_epu32(_mm256_srli_epi64(w, 32), k72);
-  const __m256i k = _mm256_blend_epi32(ke, ko, 0xAA);
+  const __m256i k = pair_ids8(wd);
   const __m256i p = _mm256_srli_epi32(k, 3);
   const __m256i jj = _mm256_and_si256(k, _mm256_set1_epi32(7));
   // q = jj + (jj >= p): cmpgt gives -1 where jj + 1 > p

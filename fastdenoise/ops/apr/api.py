@@ -75,8 +75,8 @@ def apr_sample(x: torch.Tensor, seed: int, *, need_h2: bool = True,
             ``FASTDENOISE_BACKEND`` environment variable).
 
     Returns:
-        (h1, h2), each (B, C, H, W); h2 is None when ``need_h2`` is False. Differentiable with respect to ``x`` (deterministic gather-form
-        backward, no atomics).
+        (h1, h2), each (B, C, H, W); h2 is None when ``need_h2`` is False. Differentiable with
+        respect to ``x`` (deterministic gather-form backward, no atomics).
 
     Example:
         >>> h1, h2 = apr_sample(torch.rand(1, 3, 8, 8), seed=0)
