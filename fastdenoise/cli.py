@@ -251,7 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Self-supervised single-image denoising with fused kernels.\n\n"
                     "Each image is denoised by fitting a network to the noisy image itself (no clean data):\n"
                     "  p2n    Positive2Negative (default): 100 iterations from a Gaussian-pretrained U-Net\n"
-                    "  nb2nb  Neighbor2Neighbor: from scratch, 2000 iterations on CUDA / 200 on the CPU\n"
+                    "  nb2nb  Neighbor2Neighbor: from scratch, 2000 iterations on CUDA / 400 on the CPU\n"
                     "  noise2same  Noise2Same: stratified masks, standardised image, random crops\n"
                     "  apr    APR sampler on the AT-BSN blind-spot net, then Recharged Distillation\n"
                     "  blind2grad  Blind2Grad: dual masks + gradient-consistency loss, averaged predictions\n"
@@ -272,8 +272,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--seed", type=int, default=0, help="seed of every random draw (default 0)")
     d.add_argument("--weights", default=None, help="initial weights (default p2n: the shipped Gaussian-pretrained)")
     d.add_argument("--ema", type=float, default=None,
-                   help="output EMA decay, e.g. 0.95; 0 turns it off (default: the method's, 0.9 for p2n, off for "
-                        "the others)")
+                   help="output EMA decay, e.g. 0.95; 0 turns it off (default: the method's: 0.9 for p2n, 0.98 for "
+                        "nb2nb, off for the others)")
     d.add_argument("--reference", action="store_true", help="plain-torch ops, fp32, no CUDA graphs (for checks)")
     d.add_argument("--clean", default=None, metavar="PATH",
                    help="clean reference: a file (one input) or a directory with files of the same names; "

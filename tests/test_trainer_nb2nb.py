@@ -30,8 +30,24 @@ def test_nb2nb_default_iters_per_device():
     from fastdenoise.methods import nb2nb
 
     tr = nb2nb.build(device="cpu", model=tiny())
-    assert tr.total_iters(None) == nb2nb.CPU_ITERS == 200
+    assert tr.total_iters(None) == nb2nb.CPU_ITERS == 400
     assert nb2nb.Nb2Nb(nb2nb.Nb2NbConfig()).default_iters(torch.device("cuda")) == nb2nb.CUDA_ITERS
+    assert (tr.cfg.lr, tr.cfg.init_scale, tr.cfg.ema) == (nb2nb.CPU_LR, nb2nb.CPU_INIT_SCALE, 0.98)
+    assert nb2nb.build(device="cpu", model=tiny(), lr=2e-4).cfg.lr == 2e-4
+
+
+def test_nb2nb_init_scale():
+    from fastdenoise.methods import nb2nb
+
+    def conv_std(scale):
+        net = nb2nb.build(device="cpu", init_scale=scale).model
+        return float(next(m for m in net.modules() if isinstance(m, torch.nn.Conv2d)).weight.std())
+
+    assert conv_std(0.3) == pytest.approx(3 * conv_std(0.1), rel=1e-5)
+    assert conv_std(None) == pytest.approx(conv_std(0.3), rel=1e-6)  # the CPU default   # same seed, same draws
+    for bad in (0, -1.0, float("nan"), float("inf"), "0.3", True):
+        with pytest.raises(ValueError, match="init_scale"):
+            nb2nb.build(device="cpu", model=tiny(), init_scale=bad)
 
 
 def test_nb2nb_loss_lambda_ramp(monkeypatch):
