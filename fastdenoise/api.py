@@ -92,7 +92,8 @@ def denoise(image, method: str = "p2n", iters: int | None = None, seed: int = 0,
     Args:
         image: NumPy (H, W) / (H, W, C) array, float on [0, 1] or uint8; or a torch tensor (H, W),
             (C, H, W) or (B, C, H, W) (float on [0, 1] or uint8).
-        method: ``"p2n"`` (default) or ``"nb2nb"``; see :func:`fastdenoise.methods.available`.
+        method: ``"p2n"`` (default), ``"nb2nb"``, ``"noise2same"``, ``"apr"`` or ``"blind2grad"``; see
+            :func:`fastdenoise.methods.available`.
         iters: training iterations (None: the method's default; 0 for P2N = the pretrained net alone).
         seed: seed of every random draw (same seed, same result on one machine and backend).
         device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
