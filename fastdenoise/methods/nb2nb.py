@@ -33,9 +33,9 @@ diverged on coffee. ``init_scale``/``lr``/``iters`` override each choice.
 Measured with the CPU defaults on 128x128 centre crops (``python -m benchmarks.quality --cpu-reduced``
 style, seed 0): sigma 25: astronaut 21.23 -> 28.60, coffee 21.12 -> 28.71, chelsea 20.36 -> 28.16,
 camera 21.11 -> 27.18 dB; astronaut sigma 50 15.73 -> 25.25, Poisson 30 20.75 -> 27.53 dB; seeds 1 and 2
-(coffee, astronaut) 28.47 and 28.41 dB. The previous
-CPU default (200 iterations, lr 3e-4, x 0.1 init) gave 19.34 dB on astronaut sigma 25. Nb2Nb assumes
-pixel-independent noise: it does poorly on spatially correlated (real sRGB) noise.
+(coffee, astronaut) 28.47 and 28.41 dB. The previous CPU default (200 iterations, lr 3e-4, x 0.1 init)
+gave 19.34 dB on astronaut sigma 25. Nb2Nb assumes pixel-independent noise: it does poorly on spatially
+correlated (real sRGB) noise.
 """
 from __future__ import annotations
 
@@ -108,9 +108,7 @@ def make_model(in_ch: int = 3, init_scale: float = CUDA_INIT_SCALE) -> torch.nn.
     try:
         from fastdenoise.models.unet_nb2nb import UNetNb2Nb
 
-        net = UNetNb2Nb(in_ch, in_ch)
-        net.reset_parameters(init_scale)
-        return net
+        return UNetNb2Nb(in_ch, in_ch, init_scale=init_scale)
     except ImportError:
         from fastdenoise.models.unet_n2n import UNetN2N
 

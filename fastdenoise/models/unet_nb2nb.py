@@ -55,9 +55,11 @@ class UNetNb2Nb(nn.Module):
         out_ch: output channels.
         n_feature: encoder width (the decoder is twice as wide).
         square_pad: pad to a square multiple of 32 as the official evaluation does.
+        init_scale: factor on the Kaiming-normal init (0.1 upstream).
     """
 
-    def __init__(self, in_ch: int = 3, out_ch: int = 3, n_feature: int = 48, *, square_pad: bool = False):
+    def __init__(self, in_ch: int = 3, out_ch: int = 3, n_feature: int = 48, *, square_pad: bool = False,
+                 init_scale: float = 0.1):
         super().__init__()
         for name, v in (("in_ch", in_ch), ("out_ch", out_ch), ("n_feature", n_feature)):
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
@@ -77,7 +79,7 @@ class UNetNb2Nb(nn.Module):
         self.ups = nn.ModuleList(ups)
         self.dec = nn.ModuleList(convs)
         self.head = nn.ModuleList([nn.Conv2d(d, d, 1), nn.Conv2d(d, d, 1), nn.Conv2d(d, out_ch, 1)])
-        self.reset_parameters()
+        self.reset_parameters(init_scale)
 
     def reset_parameters(self, scale: float = 0.1) -> None:
         """Kaiming-normal (fan-in) times ``scale`` on every (transposed) conv, zero biases."""
