@@ -25,17 +25,18 @@ init, a fresh U-Net fitted to one image first sits on a blurry, desaturated plat
 noisy input) and leaves it after a number of iterations that varies by image: about 800 for astronaut at
 lr 3e-4; about 150 for astronaut but 500 for coffee at lr 1e-3. At 2000 iterations and lr 3e-4 (the CUDA
 default) coffee ends at 27.90 dB, so the upstream init is kept there. A 400-iteration budget needs the
-plateau gone sooner: x 0.3 at lr 1e-3 leaves it within ~150 iterations on every image and seed tried.
-The scale and the learning rate go together: x 1.0 overfits the noise (24.7 dB at 200 iterations, 22.9
+plateau gone sooner: x 0.3 at lr 1e-3 left it by iteration ~150 on coffee (PSNR trace), and ends at
++5.9 to +8.7 dB after 400 iterations on every image and seed tried (below). The scale and the learning rate go together: x 1.0 overfits the noise (24.7 dB at 200 iterations, 22.9
 at 400), x 0.3 at lr 3e-4 for 2000 iterations collapses on coffee (18.1 dB), and x 0.1 at lr 2e-3
 diverged on coffee. ``init_scale``/``lr``/``iters`` override each choice.
 
-Measured with the CPU defaults on 128x128 centre crops (``python -m benchmarks.quality --cpu-reduced``
-style, seed 0): sigma 25: astronaut 21.23 -> 28.60, coffee 21.12 -> 28.71, chelsea 20.36 -> 28.16,
-camera 21.11 -> 27.18 dB; astronaut sigma 50 15.73 -> 25.25, Poisson 30 20.75 -> 27.53 dB; seeds 1 and 2
-(coffee, astronaut) 28.47 and 28.41 dB. The previous CPU default (200 iterations, lr 3e-4, x 0.1 init)
-gave 19.34 dB on astronaut sigma 25. Nb2Nb assumes pixel-independent noise: it does poorly on spatially
-correlated (real sRGB) noise.
+Measured with the CPU defaults on 128x128 centre crops (seed 0, 1 thread; PSNR of the returned EMA):
+sigma 25: astronaut 21.23 -> 28.57 (``make quality``), coffee 21.12 -> 29.80, chelsea 20.36 -> 29.03,
+camera (grayscale) 21.11 -> 27.05 dB; astronaut sigma 50 15.73 -> 25.25 dB, Poisson 30 20.75 -> 28.23
+dB; other seeds: coffee 28.96, chelsea 27.48 (seed 1), astronaut 28.29 dB (seed 2). The previous CPU
+default (200 iterations, lr 3e-4, x 0.1 init) gave 19.34 dB on astronaut sigma 25.
+
+Nb2Nb assumes pixel-independent noise: it does poorly on spatially correlated (real sRGB) noise.
 """
 from __future__ import annotations
 
