@@ -26,9 +26,10 @@ noisy input) and leaves it after a number of iterations that varies by image: ab
 lr 3e-4; about 150 for astronaut but 500 for coffee at lr 1e-3. At 2000 iterations and lr 3e-4 (the CUDA
 default) coffee ends at 27.90 dB, so the upstream init is kept there. A 400-iteration budget needs the
 plateau gone sooner: x 0.3 at lr 1e-3 left it by iteration ~150 on coffee (PSNR trace), and ends at
-+5.9 to +8.7 dB after 400 iterations on every image and seed tried (below). The scale and the learning rate go together: x 1.0 overfits the noise (24.7 dB at 200 iterations, 22.9
-at 400), x 0.3 at lr 3e-4 for 2000 iterations collapses on coffee (18.1 dB), and x 0.1 at lr 2e-3
-diverged on coffee. ``init_scale``/``lr``/``iters`` override each choice.
++5.9 to +8.7 dB after 400 iterations on every image and seed tried (below). The scale and the learning
+rate go together: x 1.0 overfits the noise (24.7 dB at 200 iterations, 22.9 at 400), x 0.3 at lr 3e-4
+for 2000 iterations collapses on coffee (18.1 dB), and x 0.1 at lr 2e-3 diverged on coffee.
+``init_scale``/``lr``/``iters`` override each choice.
 
 Measured with the CPU defaults on 128x128 centre crops (seed 0, 1 thread; PSNR of the returned EMA):
 sigma 25: astronaut 21.23 -> 28.57 (``make quality``), coffee 21.12 -> 29.80, chelsea 20.36 -> 29.03,
