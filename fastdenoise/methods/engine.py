@@ -149,6 +149,13 @@ def iter_seed(seed: int, t: int) -> int:
     return (z ^ (z >> 31)) & 0x7FFFFFFFFFFFFFFF
 
 
+def ema_update(ema: torch.Tensor | None, est: torch.Tensor, decay: float) -> torch.Tensor:
+    """One step of the output EMA: ``est`` (as float32) when ``ema`` is None, else ``ema`` updated in place
+    to ``decay * ema + (1 - decay) * est``."""
+    est = est.detach().float()
+    return est.clone() if ema is None else ema.mul_(decay).add_(est, alpha=1 - decay)
+
+
 def psnr_quick(pred: torch.Tensor, clean: torch.Tensor) -> float:
     """Mean PSNR in dB with the library's default convention (clamp, round to uint8, peak 255)."""
     try:
@@ -321,8 +328,7 @@ class Trainer:
             self.opt.step()
             pending.append(loss.detach().float())
             if use_ema and cfg.ema is not None and est is not None:
-                est = est.detach().float()
-                self.ema = est.clone() if self.ema is None else self.ema.mul_(cfg.ema).add_(est, alpha=1 - cfg.ema)
+                self.ema = ema_update(self.ema, est, cfg.ema)
             self.t = t + 1
             last = self.t == total
             if last or (self.t - start) % max(1, cfg.log_every) == 0:

@@ -206,6 +206,7 @@ def fit_many(images: torch.Tensor, config: P2NConfig | None = None, *, trainer: 
         (K, C, H, W) float32 denoised images: each model's output EMA (``ema`` set), else its output on its
         image after training.
     """
+    from fastdenoise.methods.engine import ema_update
     from fastdenoise.methods.engine import iter_seed
     from fastdenoise.methods.engine import make_optimizer
 
@@ -253,8 +254,7 @@ def fit_many(images: torch.Tensor, config: P2NConfig | None = None, *, trainer: 
         loss.backward()
         opt.step()
         if c.ema is not None:
-            est = est.float()
-            ema = est.clone() if ema is None else ema.mul_(c.ema).add_(est, alpha=1 - c.ema)
+            ema = ema_update(ema, est, c.ema)
     if ema is not None:
         return ema.contiguous()
     with torch.no_grad():
