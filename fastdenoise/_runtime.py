@@ -1,4 +1,5 @@
-"""Backend selection, Triton availability and input validation shared by every op."""
+"""Backend selection, Triton availability, input validation, the compute dtype rule and the fused losses'
+saved-gradient backward, shared by every op."""
 from __future__ import annotations
 
 import importlib.util
@@ -6,6 +7,7 @@ import os
 from collections.abc import Sequence
 
 import torch
+from torch.autograd.function import once_differentiable
 
 from fastdenoise._ext import EXT_ERROR
 from fastdenoise._ext import HAS_EXT
@@ -142,9 +144,10 @@ def seed_halves(seed: int) -> tuple[int, int]:
     return seed & 0xFFFFFFFF, (seed >> 32) & 0xFFFFFFFF
 
 
-def loss_dtype(dtype: torch.dtype) -> torch.dtype:
-    """Losses are accumulated and returned in float32 for half inputs, else in the input dtype."""
-    return torch.promote_types(dtype, torch.float32)
+def opmath_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The one compute dtype rule of every op: float64 for float64 inputs, float32 for float32, float16
+    and bfloat16. Kernels and references compute and accumulate in it, and losses are returned in it."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
 
 
 def skip_checks() -> bool:
@@ -166,3 +169,42 @@ def scale_saved_grad(grad: torch.Tensor, dloss: torch.Tensor, sign: float = 1.0)
         return grad
     s = dloss.to(grad.dtype)
     return grad * (s if sign == 1.0 else -s)
+
+
+def save_loss_grads(ctx, *grads) -> None:
+    """Save the gradients a fused loss's forward computed, for :class:`FusedLossFunction`'s backward.
+
+    ``grads[i]`` is the gradient of forward input ``i``: a tensor, ``(tensor, sign)`` for ``sign * tensor``
+    (P2N's ``out_neg`` gets ``-grad``), or None for no gradient; inputs past the last entry get none. A
+    tensor shared by several inputs is saved once.
+    """
+    tensors, routes = [], []
+    for g in grads:
+        if g is None:
+            routes.append(None)
+            continue
+        t, sign = g if isinstance(g, tuple) else (g, 1.0)
+        k = next((j for j, u in enumerate(tensors) if u is t), len(tensors))
+        if k == len(tensors):
+            tensors.append(t)
+        routes.append((k, float(sign)))
+    ctx.save_for_backward(*tensors)
+    ctx.loss_grad_routes = tuple(routes)
+
+
+class FusedLossFunction(torch.autograd.Function):
+    """Base of the fused losses' autograd Functions. The subclass's ``forward`` computes the value and
+    the gradients in one pass and passes the gradients to :func:`save_loss_grads`; this shared backward
+    returns ``sign * grad * dloss`` (:func:`scale_saved_grad`) for every input that needs a gradient and
+    None for the others."""
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, dloss):
+        saved = ctx.saved_tensors
+        routes = ctx.loss_grad_routes
+        out = []
+        for i, need in enumerate(ctx.needs_input_grad):
+            r = routes[i] if i < len(routes) else None
+            out.append(scale_saved_grad(saved[r[0]], dloss, r[1]) if need and r is not None else None)
+        return tuple(out)

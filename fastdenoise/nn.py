@@ -5,8 +5,47 @@ import torch
 from torch import nn
 
 from fastdenoise import functional as F
-from fastdenoise.ops.blindspot.api import ShiftConv2d  # noqa: F401
-from fastdenoise.ops.blindspot.api import ShiftedMaxPool2d  # noqa: F401
+from fastdenoise.ops.blindspot.reference import DIRECTIONS
+from fastdenoise.ops.blindspot.reference import direction_index
+
+
+class ShiftConv2d(nn.Conv2d):
+    """Shifted convolution module: a Conv2d whose output pixel sees only the half-plane on one side of
+    it, see :func:`fastdenoise.functional.shift_conv2d`.
+
+    Args:
+        in_ch, out_ch: channels.
+        kernel_size: odd square kernel size (3 in AT-BSN).
+        direction: ``"down"`` (rows <= i), ``"up"`` (rows >= i), ``"right"`` (columns <= j),
+            ``"left"`` (columns >= j), or 0..3 in the order down, left, up, right.
+        bias: learnable bias.
+    """
+
+    def __init__(self, in_ch: int, out_ch: int, kernel_size: int = 3, direction="down", bias: bool = True):
+        if kernel_size % 2 != 1:
+            raise ValueError(f"kernel_size must be odd, got {kernel_size}")
+        super().__init__(in_ch, out_ch, kernel_size, padding=0, bias=bias)
+        self.direction = direction_index(direction)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.shift_conv2d(x, self.weight, self.bias, self.direction)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, direction={DIRECTIONS[self.direction]!r}"
+
+
+class ShiftedMaxPool2d(nn.Module):
+    """Module form of :func:`fastdenoise.functional.shifted_max_pool2d`."""
+
+    def __init__(self, direction="down", backend: str | None = None):
+        super().__init__()
+        self.direction, self.backend = direction_index(direction), backend
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.shifted_max_pool2d(x, self.direction, backend=self.backend)
+
+    def extra_repr(self) -> str:
+        return f"direction={self.direction}, backend={self.backend!r}"
 
 
 class Nb2NbLoss(nn.Module):

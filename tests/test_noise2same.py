@@ -19,6 +19,7 @@ from fastdenoise.ops.noise2same.reference import box_size
 from fastdenoise.ops.noise2same.reference import gaussian_values
 from fastdenoise.ops.noise2same.reference import mask_positions_ref
 from fastdenoise.ops.noise2same.reference import noise2same_loss_ref
+from fastdenoise.ops.noise2same.reference import standardize
 from fastdenoise.ops.noise2same.reference import stratified_mask_ref
 
 SHAPES = [(1, 1, 1, 1), (2, 1, 15, 29), (1, 4, 9, 10)]
@@ -233,6 +234,24 @@ def test_standardize():
     torch.testing.assert_close(xs.mean(dim=(-2, -1)), torch.zeros(2, 3, device=x.device), atol=1e-5, rtol=0)
     torch.testing.assert_close(xs.std(dim=(-2, -1), correction=0), torch.ones(2, 3, device=x.device))
     torch.testing.assert_close(xs * std + mean, x)
+
+
+def test_standardize_eps():
+    """eps = 1e-6 (the trainer's value, the one definition's default): a constant image maps to zeros, and
+    float32 round-off of almost constant images (the mean of a constant is off by an ulp, or values differ
+    by 1e-9) stays far below O(1), which a clamp of 1e-12 would blow up to O(1) and more."""
+    assert F.standardize is standardize
+    xs, mean, std = F.standardize(torch.full((2, 3, 8, 8), 0.5, device=DEVICE))
+    assert torch.isfinite(xs).all() and (xs == 0).all()
+    assert (std == 1e-6).all()
+    g = torch.Generator().manual_seed(0)
+    wiggle = (1e-3 + 1e-9 * torch.randn(1, 3, 16, 16, generator=g, dtype=torch.float64)).float()
+    for x in [torch.full((2, 3, 64, 64), v) for v in (0.1, 0.2, 0.3, 1 / 3, 0.7)] + [wiggle]:
+        x = x.to(DEVICE)
+        xs, mean, std = F.standardize(x)
+        assert torch.isfinite(xs).all()
+        assert xs.abs().max() < 0.25, xs.abs().max()
+        torch.testing.assert_close(xs * std + mean, x, atol=1e-7, rtol=1e-6)
 
 
 @pytest.mark.parametrize("backend", kernel_backends())

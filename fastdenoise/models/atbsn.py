@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fastdenoise.ops.blindspot.api import ShiftConv2d
+from fastdenoise.nn import ShiftConv2d
 from fastdenoise.ops.blindspot.api import shift_conv2d
 from fastdenoise.ops.blindspot.api import shifted_max_pool2d
 from fastdenoise.ops.blindspot.reference import s_shift_ref

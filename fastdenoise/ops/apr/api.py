@@ -4,12 +4,13 @@ from __future__ import annotations
 import torch
 from torch.autograd.function import once_differentiable
 
+from fastdenoise._runtime import FusedLossFunction
 from fastdenoise._runtime import check_float
 from fastdenoise._runtime import check_like
 from fastdenoise._runtime import check_seed
 from fastdenoise._runtime import check_tensor
 from fastdenoise._runtime import resolve_backend
-from fastdenoise._runtime import scale_saved_grad
+from fastdenoise._runtime import save_loss_grads
 from fastdenoise._runtime import skip_checks
 from fastdenoise.ops.apr import ops
 from fastdenoise.ops.apr.reference import apr_loss_ref
@@ -37,22 +38,13 @@ class APRSampleFunction(torch.autograd.Function):
         return ops.apr_sample_bwd(dh1, dh2, ctx.seed, ctx.backend), None, None, None
 
 
-class APRLossFunction(torch.autograd.Function):
+class APRLossFunction(FusedLossFunction):
     @staticmethod
     def forward(ctx, out, y, fy, seed, lam, grad_through_reg, backend):
         grad_fy = grad_through_reg and ctx.needs_input_grad[2]
         loss, gout, gfy = ops.apr_loss_fwd(out, y, fy, seed, lam, ctx.needs_input_grad[0], grad_fy, backend)
-        ctx.save_for_backward(gout, gfy)
-        ctx.grad_fy = grad_fy
+        save_loss_grads(ctx, gout, None, gfy if grad_fy else None)
         return loss
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, dloss):
-        gout, gfy = ctx.saved_tensors
-        dout = scale_saved_grad(gout, dloss) if ctx.needs_input_grad[0] else None
-        dfy = scale_saved_grad(gfy, dloss) if ctx.grad_fy else None
-        return dout, None, dfy, None, None, None, None
 
 
 def apr_sample(x: torch.Tensor, seed: int, *, need_h2: bool = True,

@@ -3,7 +3,7 @@ import torch
 
 from fastdenoise._library import cpp
 from fastdenoise._library import register_op
-from fastdenoise._runtime import loss_dtype
+from fastdenoise._runtime import opmath_dtype
 
 
 def _sample_fwd(x, seed, need_h2, backend):
@@ -46,7 +46,7 @@ def _loss_fwd_fake(out, y, fy, seed, lam, compute_grad, grad_fy, backend):
         return torch.empty_like(out, memory_format=torch.contiguous_format)
 
     return (
-        out.new_empty((), dtype=loss_dtype(out.dtype)),
+        out.new_empty((), dtype=opmath_dtype(out.dtype)),
         full() if compute_grad else out.new_empty((0,)),
         full() if grad_fy else out.new_empty((0,)),
     )

@@ -13,6 +13,7 @@ from __future__ import annotations
 import torch
 
 from fastdenoise import _rng
+from fastdenoise._runtime import opmath_dtype
 
 NPAIRS = 72
 # The 72 ordered pairs (p, q) of distinct 3x3 window positions, lexicographic.
@@ -61,7 +62,7 @@ def apr_loss_ref(out: torch.Tensor, y: torch.Tensor, fy: torch.Tensor, seed: int
 
     The gradient flows into ``out``; into ``fy`` only when ``grad_through_reg`` (official code),
     otherwise ``fy`` is a constant (paper). ``y`` is always a constant."""
-    dt = torch.promote_types(out.dtype, torch.float32)
+    dt = opmath_dtype(out.dtype)
     _, h2y = apr_sample_ref(y.detach().to(dt), seed)
     f = fy.to(dt) if grad_through_reg else fy.detach().to(dt)
     h1f, h2f = apr_sample_ref(f, seed)

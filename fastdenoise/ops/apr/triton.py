@@ -5,10 +5,12 @@ import torch
 import triton
 import triton.language as tl
 
-from fastdenoise._runtime import loss_dtype
+from fastdenoise._runtime import opmath_dtype
 from fastdenoise._runtime import seed_halves
 from fastdenoise._triton_rng import choice
 from fastdenoise._triton_rng import packed
+from fastdenoise._triton_util import block_size
+from fastdenoise._triton_util import tl_dtype
 
 
 @triton.jit
@@ -122,21 +124,13 @@ def _apr_loss_kernel(out_ptr, y_ptr, fy_ptr, grad_ptr, gr_ptr, part_ptr, C, H, W
     tl.store(part_ptr + b * tl.num_programs(0) + pid_j, tl.sum(acc, axis=0))
 
 
-def _block(hw: int) -> int:
-    return max(16, min(1024, triton.next_power_of_2(max(hw, 1))))
-
-
-def _acc_dtype(dtype: torch.dtype):
-    return tl.float64 if dtype == torch.float64 else tl.float32
-
-
 def apr_sample_fwd_triton(x: torch.Tensor, seed: int, need_h2: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     x = x.contiguous()
     b, c, h, w = x.shape
     h1 = torch.empty((b, c, h, w), dtype=x.dtype, device=x.device)
     h2 = torch.empty_like(h1) if need_h2 else h1.new_empty((0,))
     if h1.numel():
-        blk = _block(h * w)
+        blk = block_size(h * w)
         _apr_fwd_kernel[(triton.cdiv(h * w, blk), b)](x, h1, h2 if need_h2 else h1, c, h, w, *seed_halves(seed),
                                                       NEED_H2=bool(need_h2), BLOCK=blk)
     return h1, h2
@@ -146,9 +140,9 @@ def _gather_bwd(d1, d2, seed: int, s1: float, s2: float) -> torch.Tensor:
     b, c, h, w = d1.shape
     dx = torch.empty((b, c, h, w), dtype=d1.dtype, device=d1.device)
     if dx.numel():
-        blk = _block(h * w)
+        blk = block_size(h * w)
         _apr_bwd_kernel[(triton.cdiv(h * w, blk), b)](d1, d2, dx, c, h, w, *seed_halves(seed), float(s1), float(s2),
-                                                      ACC_DTYPE=_acc_dtype(d1.dtype), BLOCK=blk)
+                                                      ACC_DTYPE=tl_dtype(opmath_dtype(d1.dtype)), BLOCK=blk)
     return dx
 
 
@@ -160,8 +154,8 @@ def apr_loss_fwd_triton(out, y, fy, seed: int, lam: float, compute_grad: bool, g
     out, y, fy = out.contiguous(), y.contiguous(), fy.contiguous()
     b, c, h, w = y.shape
     n = out.numel()
-    acc_dt = loss_dtype(out.dtype)
-    blk = _block(h * w)
+    acc_dt = opmath_dtype(out.dtype)
+    blk = block_size(h * w)
     nj = triton.cdiv(h * w, blk)
     part = torch.empty((b, nj), dtype=acc_dt, device=out.device)
     grad = torch.empty_like(out) if compute_grad else out.new_empty((0,))

@@ -2,14 +2,14 @@
 from __future__ import annotations
 
 import torch
-from torch.autograd.function import once_differentiable
 
+from fastdenoise._runtime import FusedLossFunction
 from fastdenoise._runtime import check_float
 from fastdenoise._runtime import check_like
 from fastdenoise._runtime import check_seed
 from fastdenoise._runtime import check_tensor
 from fastdenoise._runtime import resolve_backend
-from fastdenoise._runtime import scale_saved_grad
+from fastdenoise._runtime import save_loss_grads
 from fastdenoise._runtime import skip_checks
 from fastdenoise.ops.blind2grad import ops
 from fastdenoise.ops.blind2grad.reference import blind2grad_loss_ref
@@ -19,21 +19,13 @@ from fastdenoise.ops.blind2grad.reference import mask_count
 GRAD_ON = ("all", "masked")
 
 
-class Blind2GradLossFunction(torch.autograd.Function):
+class Blind2GradLossFunction(FusedLossFunction):
     @staticmethod
     def forward(ctx, a, f, y, mask, omega, gamma, masked_only, backend):
         ga, gf = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         loss, grad_a, grad_f = ops.blind2grad_loss_fwd(a, f, y, mask, omega, gamma, masked_only, ga, gf, backend)
-        ctx.save_for_backward(grad_a, grad_f)
+        save_loss_grads(ctx, grad_a, grad_f)
         return loss
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, dloss):
-        grad_a, grad_f = ctx.saved_tensors
-        da = scale_saved_grad(grad_a, dloss) if ctx.needs_input_grad[0] else None
-        df = scale_saved_grad(grad_f, dloss) if ctx.needs_input_grad[1] else None
-        return da, df, None, None, None, None, None, None
 
 
 def dual_mask(y: torch.Tensor, x_m: torch.Tensor, seed: int, rate: float = 0.25, eps_g: float = 40 / 255, *,

@@ -3,7 +3,7 @@ import torch
 
 from fastdenoise._library import cpp
 from fastdenoise._library import register_op
-from fastdenoise._runtime import loss_dtype
+from fastdenoise._runtime import opmath_dtype
 
 
 def _mask_fwd(y, x_m, seed, k, eps_g, backend):
@@ -31,7 +31,7 @@ def _loss_fwd_fake(a, f, y, mask, omega, gamma, masked_only, grad_a, grad_f, bac
     def g(on):
         return torch.empty_like(a, memory_format=torch.contiguous_format) if on else a.new_empty((0,))
 
-    return a.new_empty((), dtype=loss_dtype(a.dtype)), g(grad_a), g(grad_f)
+    return a.new_empty((), dtype=opmath_dtype(a.dtype)), g(grad_a), g(grad_f)
 
 
 dual_mask_fwd = register_op(

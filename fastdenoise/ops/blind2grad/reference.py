@@ -3,7 +3,7 @@
 Dual mask (``dual_mask_ref``), one mask per image shared across channels, shape (B, 1, H, W):
 
 * detail set D = {pixel: max over channels |y - x_m| >= eps_g}, the difference taken in
-  ``promote(dtype, float32)`` (half inputs are compared in float32) against ``eps_g`` rounded to that
+  ``opmath_dtype(dtype)`` (half inputs are compared in float32) against ``eps_g`` rounded to that
   dtype. Detail pixels are never masked; all other pixels are "flat".
 * K = floor(rate * H * W + 0.5) pixels per image are masked among the flat ones (all flat pixels when
   fewer than K are flat), chosen uniformly without replacement: each pixel gets the Philox word
@@ -34,6 +34,7 @@ import math
 import torch
 
 from fastdenoise import _rng
+from fastdenoise._runtime import opmath_dtype
 
 
 def mask_count(rate: float, h: int, w: int) -> int:
@@ -42,8 +43,8 @@ def mask_count(rate: float, h: int, w: int) -> int:
 
 
 def detail_ref(y: torch.Tensor, x_m: torch.Tensor, eps_g: float) -> torch.Tensor:
-    """(B, H, W) bool: max over channels |y - x_m| >= eps_g, computed in promote(dtype, float32)."""
-    dt = torch.promote_types(y.dtype, torch.float32)
+    """(B, H, W) bool: max over channels |y - x_m| >= eps_g, computed in opmath_dtype(dtype)."""
+    dt = opmath_dtype(y.dtype)
     diff = (y.detach().to(dt) - x_m.detach().to(dt)).abs().amax(1)
     return diff >= torch.tensor(eps_g, dtype=dt, device=y.device)
 
@@ -84,8 +85,8 @@ def blind2grad_loss_ref(out_masked: torch.Tensor, out_full: torch.Tensor, y: tor
                         omega: float = 0.8, gamma: float = 0.5, grad_on: str = "all",
                         detach_full: bool = True) -> torch.Tensor:
     """The Blind2Grad loss of the module docstring; differentiable in out_masked (and out_full when
-    ``detach_full=False``). Returns a scalar in promote(dtype, float32)."""
-    dt = torch.promote_types(out_masked.dtype, torch.float32)
+    ``detach_full=False``). Returns a scalar in opmath_dtype(dtype)."""
+    dt = opmath_dtype(out_masked.dtype)
     a = out_masked.to(dt)
     f = (out_full.detach() if detach_full else out_full).to(dt)
     yy = y.detach().to(dt)

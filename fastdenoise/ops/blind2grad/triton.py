@@ -6,9 +6,10 @@ import torch
 import triton
 import triton.language as tl
 
-from fastdenoise._runtime import loss_dtype
+from fastdenoise._runtime import opmath_dtype
 from fastdenoise._runtime import seed_halves
 from fastdenoise._triton_rng import philox
+from fastdenoise._triton_util import block_size
 
 
 @triton.jit
@@ -113,10 +114,6 @@ def _blind2grad_loss_kernel(a_ptr, f_ptr, y_ptr, m_ptr, coef_ptr, ga_ptr, gf_ptr
     tl.store(part_ptr + npr + pid, tl.sum(acc_g, axis=0))
 
 
-def _block(n: int, cap: int = 1024) -> int:
-    return max(16, min(cap, triton.next_power_of_2(max(n, 1))))
-
-
 def dual_mask_fwd_triton(y: torch.Tensor, x_m: torch.Tensor, seed: int, k: int, eps_g: float) -> torch.Tensor:
     y, x_m = y.contiguous(), x_m.contiguous()
     b, c, h, w = y.shape
@@ -124,16 +121,16 @@ def dual_mask_fwd_triton(y: torch.Tensor, x_m: torch.Tensor, seed: int, k: int, 
     mask = torch.empty((b, 1, h, w), dtype=y.dtype, device=y.device)
     if mask.numel() == 0:
         return mask
-    thr = torch.tensor([eps_g], dtype=loss_dtype(y.dtype), device=y.device)
+    thr = torch.tensor([eps_g], dtype=opmath_dtype(y.dtype), device=y.device)
     comp = torch.empty((b, hw), dtype=torch.int64, device=y.device)
-    blk = _block(b * hw)
+    blk = block_size(b * hw)
     _dual_mask_keys_kernel[(triton.cdiv(b * hw, blk),)](y, x_m, thr, comp, b * hw, c, hw, hw * 2**32,
                                                         *seed_halves(seed), BLOCK=blk)
     if k > 0:
         t = comp.kthvalue(k, dim=1).values.contiguous()  # on device, no host sync
     else:
         t = torch.full((b,), -1, dtype=torch.int64, device=y.device)
-    blk = _block(hw)
+    blk = block_size(hw)
     _dual_mask_write_kernel[(b, triton.cdiv(hw, blk))](comp, t, mask, hw, hw * 2**32, BLOCK=blk)
     return mask
 
@@ -142,7 +139,7 @@ def blind2grad_loss_fwd_triton(a, f, y, mask, omega: float, gamma: float, masked
                                grad_f: bool):
     a, f, y, mask = a.contiguous(), f.contiguous(), y.contiguous(), mask.contiguous()
     b, c, h, w = a.shape
-    acc_dt = loss_dtype(a.dtype)
+    acc_dt = opmath_dtype(a.dtype)
     ga = torch.empty_like(a) if grad_a else a.new_empty((0,))
     gf = torch.empty_like(a) if grad_f else a.new_empty((0,))
     if a.numel() == 0:
@@ -157,7 +154,7 @@ def blind2grad_loss_fwd_triton(a, f, y, mask, omega: float, gamma: float, masked
         n_d = torch.tensor(float(max(b * c * (h * (w - 1) + (h - 1) * w), 1)), dtype=acc_dt, device=a.device)
     coef = torch.stack([2.0 * (1.0 + gamma) / n_m, 2.0 * omega * omega / n_d])
     n = b * h * w
-    blk = _block(n, 512)
+    blk = block_size(n, hi=512)
     npr = triton.cdiv(n, blk)
     part = torch.empty((2, npr), dtype=acc_dt, device=a.device)
     _blind2grad_loss_kernel[(npr,)](a, f, y, mask, coef, ga if grad_a else a, gf if grad_f else a, part, n, c, h, w, h * w,

@@ -5,6 +5,9 @@ import torch
 import triton
 import triton.language as tl
 
+from fastdenoise._runtime import opmath_dtype
+from fastdenoise._triton_util import block_size
+from fastdenoise._triton_util import tl_dtype
 from fastdenoise.ops.blindspot.reference import OFFSETS
 
 
@@ -59,10 +62,6 @@ def _smp_bwd_kernel(dy_ptr, idx_ptr, dx_ptr, H, W, HO, WO, RO: tl.constexpr, CO:
     tl.store(dx_ptr + row * W + c, g, mask=m)
 
 
-def _block(n: int) -> int:
-    return max(16, min(1024, triton.next_power_of_2(max(n, 1))))
-
-
 def shifted_max_pool2d_fwd_triton(x: torch.Tensor, direction: int) -> tuple[torch.Tensor, torch.Tensor]:
     x = x.contiguous()
     b, c, h, w = x.shape
@@ -71,8 +70,8 @@ def shifted_max_pool2d_fwd_triton(x: torch.Tensor, direction: int) -> tuple[torc
     idx = torch.empty((b, c, ho, wo), dtype=torch.int8, device=x.device)
     if y.numel():
         ro, co = OFFSETS[direction]
-        blk = _block(wo)
-        acc = tl.float64 if x.dtype == torch.float64 else tl.float32
+        blk = block_size(wo)
+        acc = tl_dtype(opmath_dtype(x.dtype))
         _smp_fwd_kernel[(b * c * ho, triton.cdiv(wo, blk))](x, y, idx, h, w, ho, wo, RO=ro, CO=co, BLOCK=blk, ACC=acc)
     return y, idx
 
@@ -83,6 +82,6 @@ def shifted_max_pool2d_bwd_triton(dy: torch.Tensor, idx: torch.Tensor, direction
     dx = torch.empty((b, c, h, w), dtype=dy.dtype, device=dy.device)
     if dx.numel():
         ro, co = OFFSETS[direction]
-        blk = _block(w)
+        blk = block_size(w)
         _smp_bwd_kernel[(b * c * h, triton.cdiv(w, blk))](dy, idx, dx, h, w, ho, wo, RO=ro, CO=co, BLOCK=blk)
     return dx

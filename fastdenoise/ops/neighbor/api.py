@@ -4,12 +4,13 @@ from __future__ import annotations
 import torch
 from torch.autograd.function import once_differentiable
 
+from fastdenoise._runtime import FusedLossFunction
 from fastdenoise._runtime import check_float
 from fastdenoise._runtime import check_like
 from fastdenoise._runtime import check_seed
 from fastdenoise._runtime import check_tensor
 from fastdenoise._runtime import resolve_backend
-from fastdenoise._runtime import scale_saved_grad
+from fastdenoise._runtime import save_loss_grads
 from fastdenoise._runtime import skip_checks
 from fastdenoise.ops.neighbor import ops
 from fastdenoise.ops.neighbor.reference import nb2nb_loss_ref
@@ -30,19 +31,12 @@ class NeighborSubsampleFunction(torch.autograd.Function):
         return dx, None, None
 
 
-class Nb2NbLossFunction(torch.autograd.Function):
+class Nb2NbLossFunction(FusedLossFunction):
     @staticmethod
     def forward(ctx, out, y, fy, seed, gamma, backend):
         loss, grad = ops.nb2nb_loss_fwd(out, y, fy, seed, gamma, ctx.needs_input_grad[0], backend)
-        ctx.save_for_backward(grad)
+        save_loss_grads(ctx, grad)
         return loss
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, dloss):
-        (grad,) = ctx.saved_tensors
-        dout = scale_saved_grad(grad, dloss) if ctx.needs_input_grad[0] else None
-        return dout, None, None, None, None, None
 
 
 def neighbor_subsample(x: torch.Tensor, seed: int, *, backend: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:

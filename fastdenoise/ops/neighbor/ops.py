@@ -3,7 +3,7 @@ import torch
 
 from fastdenoise._library import cpp
 from fastdenoise._library import register_op
-from fastdenoise._runtime import loss_dtype
+from fastdenoise._runtime import opmath_dtype
 
 
 def _sub_fwd(x, seed, backend):
@@ -41,7 +41,7 @@ def _loss_fwd(out, y, fy, seed, gamma, compute_grad, backend):
 
 def _loss_fwd_fake(out, y, fy, seed, gamma, compute_grad, backend):
     grad = torch.empty_like(out, memory_format=torch.contiguous_format) if compute_grad else out.new_empty((0,))
-    return out.new_empty((), dtype=loss_dtype(out.dtype)), grad
+    return out.new_empty((), dtype=opmath_dtype(out.dtype)), grad
 
 
 neighbor_subsample_fwd = register_op(

@@ -4,6 +4,7 @@ from __future__ import annotations
 import torch
 
 from fastdenoise import _rng
+from fastdenoise._runtime import opmath_dtype
 
 # The 8 ordered edge-adjacent pairs of positions in a 2x2 cell (0=TL, 1=TR, 2=BL, 3=BR).
 PAIRS = ((0, 1), (0, 2), (1, 3), (2, 3), (1, 0), (2, 0), (3, 1), (3, 2))
@@ -36,7 +37,7 @@ def neighbor_subsample_ref(x: torch.Tensor, seed: int) -> tuple[torch.Tensor, to
 
 def nb2nb_loss_ref(out: torch.Tensor, y: torch.Tensor, fy: torch.Tensor, seed: int, gamma: float) -> torch.Tensor:
     """mean((out - g2(y))^2) + gamma * mean((out - g2(y) - (g1(fy) - g2(fy)))^2); grad to ``out`` only."""
-    dt = torch.promote_types(out.dtype, torch.float32)
+    dt = opmath_dtype(out.dtype)
     _, g2y = neighbor_subsample_ref(y.detach().to(dt), seed)
     g1f, g2f = neighbor_subsample_ref(fy.detach().to(dt), seed)
     d = out.to(dt) - g2y

@@ -5,10 +5,11 @@ import torch
 import triton
 import triton.language as tl
 
-from fastdenoise._runtime import loss_dtype
+from fastdenoise._runtime import opmath_dtype
 from fastdenoise._runtime import seed_halves
 from fastdenoise._triton_rng import choice
 from fastdenoise._triton_rng import philox
+from fastdenoise._triton_util import block_size
 
 
 @triton.jit
@@ -94,10 +95,6 @@ def _nb2nb_loss_kernel(out_ptr, y_ptr, fy_ptr, grad_ptr, part_ptr, C, H, W, HH, 
     tl.store(part_ptr + row * tl.num_programs(1) + pid_j, tl.sum(acc, axis=0))
 
 
-def _block(wh: int) -> int:
-    return max(16, min(1024, triton.next_power_of_2(max(wh, 1))))
-
-
 def neighbor_subsample_fwd_triton(x: torch.Tensor, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     x = x.contiguous()
     b, c, h, w = x.shape
@@ -105,7 +102,7 @@ def neighbor_subsample_fwd_triton(x: torch.Tensor, seed: int) -> tuple[torch.Ten
     g1 = torch.empty((b, c, hh, wh), dtype=x.dtype, device=x.device)
     g2 = torch.empty_like(g1)
     if g1.numel():
-        blk = _block(wh)
+        blk = block_size(wh)
         _neighbor_fwd_kernel[(b * hh, triton.cdiv(wh, blk))](x, g1, g2, c, h, w, hh, wh, *seed_halves(seed), BLOCK=blk)
     return g1, g2
 
@@ -116,7 +113,7 @@ def neighbor_subsample_bwd_triton(dg1: torch.Tensor, dg2: torch.Tensor, seed: in
     alloc = torch.zeros if (h % 2 or w % 2) else torch.empty  # odd leftovers get no gradient
     dx = alloc((b, c, h, w), dtype=dg1.dtype, device=dg1.device)
     if dg1.numel():
-        blk = _block(wh)
+        blk = block_size(wh)
         _neighbor_bwd_kernel[(b * hh, triton.cdiv(wh, blk))](dg1, dg2, dx, c, h, w, hh, wh, *seed_halves(seed), BLOCK=blk)
     return dx
 
@@ -126,8 +123,8 @@ def nb2nb_loss_fwd_triton(out, y, fy, seed: int, gamma: float, compute_grad: boo
     b, c, h, w = y.shape
     hh, wh = h // 2, w // 2
     n = out.numel()
-    acc_dt = loss_dtype(out.dtype)
-    blk = _block(wh)
+    acc_dt = opmath_dtype(out.dtype)
+    blk = block_size(wh)
     nj = triton.cdiv(wh, blk)
     part = torch.empty((b * hh, nj), dtype=acc_dt, device=out.device)
     grad = torch.empty_like(out) if compute_grad else out.new_empty((0,))

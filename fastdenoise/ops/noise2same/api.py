@@ -1,7 +1,6 @@
 """Public Noise2Same ops: ``stratified_mask``, ``noise2same_loss`` and the ``standardize`` helper."""
 from __future__ import annotations
 
-
 import torch
 from torch.autograd.function import once_differentiable
 
@@ -15,7 +14,7 @@ from fastdenoise.ops.noise2same import ops
 from fastdenoise.ops.noise2same.reference import REPLACE_MODES
 from fastdenoise.ops.noise2same.reference import box_size
 from fastdenoise.ops.noise2same.reference import noise2same_loss_ref
-from fastdenoise.ops.noise2same.reference import standardize as _standardize_ref
+from fastdenoise.ops.noise2same.reference import standardize  # noqa: F401 (re-exported)
 from fastdenoise.ops.noise2same.reference import stratified_mask_ref
 
 
@@ -134,19 +133,3 @@ def noise2same_loss(out_full: torch.Tensor, out_masked: torch.Tensor, x: torch.T
     if be == "torch":
         return noise2same_loss_ref(out_full, out_masked, x, mask, lam, eps)
     return Noise2SameLossFunction.apply(out_full, out_masked, x.detach(), mask.detach(), float(lam), float(eps), be)
-
-
-def standardize(x: torch.Tensor, eps: float = 1e-12) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Standardise each image per channel (the upstream data convention that ``lam = 2`` assumes).
-
-    Args:
-        x: (B, C, H, W) tensor.
-        eps: lower clamp of the standard deviation (constant images).
-
-    Returns:
-        (xs, mean, std) with ``xs = (x - mean) / std``; mean and std are (B, C, 1, 1) (population std).
-        Un-standardise a prediction with ``pred * std + mean``.
-    """
-    if not skip_checks():
-        check_tensor("x", x)
-    return _standardize_ref(x, eps)

@@ -10,7 +10,7 @@ import torch
 from fastdenoise._library import cpp
 from fastdenoise._ext import HAS_EXT
 from fastdenoise._library import register_op
-from fastdenoise._runtime import loss_dtype
+from fastdenoise._runtime import opmath_dtype
 from fastdenoise.ops.noise2same.reference import STREAM_GAUSS
 from fastdenoise.ops.noise2same.reference import gaussian_values
 from fastdenoise.ops.noise2same.reference import n_boxes
@@ -73,7 +73,7 @@ def _combine(sums: torch.Tensor, n: int, lam: float, eps: float, dtype: torch.dt
     loss = s[0] / n + lam * root
     c1 = torch.where(pos & (inv >= eps), lam / (sm_safe * root), torch.zeros_like(sm))
     coef = torch.stack([torch.full_like(sm, 2.0 / n), c1])
-    return loss.to(loss_dtype(dtype)), coef
+    return loss.to(opmath_dtype(dtype)), coef
 
 
 def _loss_fwd(full, masked, x, mask, lam, eps, backend):
@@ -87,7 +87,7 @@ def _loss_fwd(full, masked, x, mask, lam, eps, backend):
 
 
 def _loss_fwd_fake(full, masked, x, mask, lam, eps, backend):
-    return full.new_empty((), dtype=loss_dtype(full.dtype)), full.new_empty((2,), dtype=torch.float64)
+    return full.new_empty((), dtype=opmath_dtype(full.dtype)), full.new_empty((2,), dtype=torch.float64)
 
 
 def _loss_bwd(coef, full, masked, x, mask, backend):

@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as tF
 
 from fastdenoise import _rng
+from fastdenoise._runtime import opmath_dtype
 
 REPLACE_MODES = ("gaussian", "donut")
 STREAM_ROW, STREAM_COL, STREAM_GAUSS = 0, 1, 2
@@ -39,11 +40,6 @@ def n_boxes(shape, box: int) -> tuple[int, int, int]:
     b, c, h, w = shape
     nbh, nbw = -(-h // box), -(-w // box)
     return b * c * nbh * nbw, nbh, nbw
-
-
-def opmath(dtype: torch.dtype) -> torch.dtype:
-    """Type kernels compute in: float64 for float64, else float32."""
-    return torch.float64 if dtype == torch.float64 else torch.float32
 
 
 def gaussian_values(seed: int, nbox: int, sigma_m: float, dtype: torch.dtype, device=None) -> torch.Tensor:
@@ -66,7 +62,7 @@ def mask_positions_ref(seed: int, shape, box: int, device=None) -> tuple[torch.T
 
 def donut_ref(x: torch.Tensor) -> torch.Tensor:
     """Weighted 3x3 mean without the centre, zero padding, in the fixed order of the module docstring."""
-    dt = opmath(x.dtype)
+    dt = opmath_dtype(x.dtype)
     h, w = x.shape[-2:]
     p = tF.pad(x.to(dt), (1, 1, 1, 1))
 
@@ -109,7 +105,7 @@ def noise2same_loss_ref(out_full: torch.Tensor, out_masked: torch.Tensor, x: tor
     ``sum(m) == 0`` gives ``inv = 0``. The clamp at ``eps`` makes the value finite and the gradient of
     the invariance term zero while ``inv < eps``. x and mask are constants; both outputs get gradients.
     """
-    dt = torch.promote_types(out_full.dtype, torch.float32)
+    dt = opmath_dtype(out_full.dtype)
     f, g = out_full.to(dt), out_masked.to(dt)
     xd, m = x.detach().to(dt), mask.detach().to(dt)
     rec = ((f - xd) ** 2).mean()
@@ -119,8 +115,22 @@ def noise2same_loss_ref(out_full: torch.Tensor, out_masked: torch.Tensor, x: tor
     return rec + lam * torch.sqrt(torch.clamp(inv, min=eps))
 
 
-def standardize(x: torch.Tensor, eps: float = 1e-12) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Per image, per channel: ``xs = (x - mean) / std`` (population std, clamped at ``eps``)."""
+def standardize(x: torch.Tensor, eps: float = 1e-6) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Standardise each image per channel (the upstream data convention that ``lam = 2`` assumes).
+
+    The one definition: ``fastdenoise.functional.standardize`` and the Noise2Same trainer use it.
+
+    Args:
+        x: (..., H, W) floating tensor, e.g. (B, C, H, W).
+        eps: lower clamp of the standard deviation. 1e-6 (the value the trainer has always used) keeps
+            a constant image at zeros and an almost-constant one near zero: in float32 the mean of a
+            constant image can be off by an ulp (about 6e-8 at 0.5), and a clamp like 1e-12 would blow
+            that round-off up to values of 1 and more.
+
+    Returns:
+        (xs, mean, std) with ``xs = (x - mean) / std``; mean and std are (..., 1, 1) (population std).
+        Un-standardise a prediction with ``pred * std + mean``.
+    """
     mean = x.mean(dim=(-2, -1), keepdim=True)
     std = x.std(dim=(-2, -1), keepdim=True, correction=0).clamp_min(eps)
     return (x - mean) / std, mean, std

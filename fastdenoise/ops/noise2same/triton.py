@@ -8,14 +8,13 @@ import triton
 import triton.language as tl
 
 from fastdenoise._runtime import interpreting
-from fastdenoise._runtime import loss_dtype
+from fastdenoise._runtime import opmath_dtype
 from fastdenoise._runtime import seed_halves
 from fastdenoise._triton_rng import choice
 from fastdenoise._triton_rng import philox
+from fastdenoise._triton_util import block_size
+from fastdenoise._triton_util import tl_dtype
 from fastdenoise.ops.noise2same.reference import n_boxes
-from fastdenoise.ops.noise2same.reference import opmath
-
-_TL = {torch.float32: tl.float32, torch.float64: tl.float64}
 
 
 @triton.jit
@@ -143,13 +142,9 @@ def _loss_bwd_kernel(coef_ptr, f_ptr, g_ptr, x_ptr, m_ptr, gf_ptr, gm_ptr, N, AC
     tl.store(gm_ptr + k, _to_out(-t, gm_ptr.dtype.element_ty), mask=ok)
 
 
-def _block(w: int, cap: int = 128) -> int:
-    return max(16, min(cap, triton.next_power_of_2(max(w, 1))))
-
-
 def _w6(dtype: torch.dtype, device) -> torch.Tensor:
     """1/6 rounded to the op-math type (read by the kernels, so no float32 literal rounding)."""
-    return torch.full((1,), 1.0 / 6.0, dtype=opmath(dtype), device=device)
+    return torch.full((1,), 1.0 / 6.0, dtype=opmath_dtype(dtype), device=device)
 
 
 def noise2same_mask_fwd_triton(x: torch.Tensor, vals: torch.Tensor, seed: int, box: int, donut: bool):
@@ -159,13 +154,13 @@ def noise2same_mask_fwd_triton(x: torch.Tensor, vals: torch.Tensor, seed: int, b
     xm, mask = torch.empty_like(x), torch.empty_like(x)
     if x.numel():
         # GPU: two box rows by 64 columns per program. Interpreter: big tiles (its cost is per op).
-        blk = _block(w, 1024 if interpreting() else 64)
+        blk = block_size(w, hi=1024 if interpreting() else 64)
         boxp2, ngbr = triton.next_power_of_2(box), b * c * nbh
         nbr = min(triton.next_power_of_2(ngbr), max(1, 2**18 // (boxp2 * blk))) if interpreting() else 2
         vals = vals.contiguous() if not donut else x
         _mask_fwd_kernel[(triton.cdiv(ngbr, nbr), triton.cdiv(w, blk))](
             x, vals, _w6(x.dtype, x.device), xm, mask, h, w, nbh, nbw, ngbr, *seed_halves(seed),
-            BOX=box, BOXP2=boxp2, NBR=nbr, DONUT=donut, ACC=_TL[opmath(x.dtype)],
+            BOX=box, BOXP2=boxp2, NBR=nbr, DONUT=donut, ACC=tl_dtype(opmath_dtype(x.dtype)),
             BLOCK=blk)
     return xm, mask
 
@@ -175,11 +170,11 @@ def noise2same_mask_bwd_triton(g: torch.Tensor, mask: torch.Tensor, donut: bool)
     b, c, h, w = g.shape
     dx = torch.empty_like(g)
     if g.numel():
-        blk = _block(w, 1024 if interpreting() else 128)
+        blk = block_size(w, hi=1024 if interpreting() else 128)
         bh = min(256 if interpreting() else 16, triton.next_power_of_2(h))
         nrb = triton.cdiv(h, bh)
         _mask_bwd_kernel[(b * c * nrb, triton.cdiv(w, blk))](
-            g, mask, _w6(g.dtype, g.device), dx, h, w, nrb, DONUT=donut, ACC=_TL[opmath(g.dtype)],
+            g, mask, _w6(g.dtype, g.device), dx, h, w, nrb, DONUT=donut, ACC=tl_dtype(opmath_dtype(g.dtype)),
             BLOCK_H=bh, BLOCK=blk)
     return dx
 
@@ -191,7 +186,7 @@ def noise2same_loss_sums_triton(f, g, x, m) -> torch.Tensor:
     f, g, x, m = f.contiguous(), g.contiguous(), x.contiguous(), m.contiguous()
     n = f.numel()
     nprog = triton.cdiv(n, _LOSS_BLOCK)
-    part = torch.empty((nprog, 3), dtype=loss_dtype(f.dtype), device=f.device)
+    part = torch.empty((nprog, 3), dtype=opmath_dtype(f.dtype), device=f.device)
     _loss_sums_kernel[(nprog,)](f, g, x, m, part, n, BLOCK=_LOSS_BLOCK)
     return part.sum(0)
 
@@ -201,5 +196,5 @@ def noise2same_loss_bwd_triton(coef, f, g, x, m):
     n = f.numel()
     gf, gm = torch.empty_like(f), torch.empty_like(f)
     _loss_bwd_kernel[(triton.cdiv(n, _LOSS_BLOCK),)](coef.contiguous(), f, g, x, m, gf, gm, n,
-                                                     ACC=_TL[opmath(f.dtype)], BLOCK=_LOSS_BLOCK)
+                                                     ACC=tl_dtype(opmath_dtype(f.dtype)), BLOCK=_LOSS_BLOCK)
     return gf, gm

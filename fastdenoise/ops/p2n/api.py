@@ -4,12 +4,13 @@ from __future__ import annotations
 import torch
 from torch.autograd.function import once_differentiable
 
+from fastdenoise._runtime import FusedLossFunction
 from fastdenoise._runtime import check_float
 from fastdenoise._runtime import check_like
 from fastdenoise._runtime import check_seed
 from fastdenoise._runtime import check_tensor
 from fastdenoise._runtime import resolve_backend
-from fastdenoise._runtime import scale_saved_grad
+from fastdenoise._runtime import save_loss_grads
 from fastdenoise._runtime import skip_checks
 from fastdenoise.ops.p2n import ops
 from fastdenoise.ops.p2n.reference import GRANULARITIES
@@ -38,21 +39,13 @@ class RdcRenoiseFunction(torch.autograd.Function):
         return dy if need_dy else None, dx if need_dx else None, None, None, None, None
 
 
-class P2NLossFunction(torch.autograd.Function):
+class P2NLossFunction(FusedLossFunction):
     @staticmethod
     def forward(ctx, out_pos, out_neg, gamma, eps, backend):
         need = ctx.needs_input_grad[0] or ctx.needs_input_grad[1]
         loss, grad = ops.p2n_loss_fwd(out_pos, out_neg, gamma, eps, need, backend)
-        ctx.save_for_backward(grad)
+        save_loss_grads(ctx, grad, (grad, -1.0))
         return loss
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, dloss):
-        (grad,) = ctx.saved_tensors
-        dpos = scale_saved_grad(grad, dloss) if ctx.needs_input_grad[0] else None
-        dneg = scale_saved_grad(grad, dloss, -1.0) if ctx.needs_input_grad[1] else None
-        return dpos, dneg, None, None, None
 
 
 def rdc_renoise(y: torch.Tensor, x_hat: torch.Tensor, seed: int, sigma: float = 0.75, granularity: str = "image",

@@ -3,7 +3,7 @@ import torch
 
 from fastdenoise._library import cpp
 from fastdenoise._library import register_op
-from fastdenoise._runtime import loss_dtype
+from fastdenoise._runtime import opmath_dtype
 
 
 def _renoise_fwd(y, x_hat, scales, group, clamp, backend):
@@ -44,7 +44,7 @@ def _loss_fwd(out_pos, out_neg, gamma, eps, compute_grad, backend):
 
 def _loss_fwd_fake(out_pos, out_neg, gamma, eps, compute_grad, backend):
     grad = torch.empty_like(out_pos, memory_format=torch.contiguous_format) if compute_grad else out_pos.new_empty((0,))
-    return out_pos.new_empty((), dtype=loss_dtype(out_pos.dtype)), grad
+    return out_pos.new_empty((), dtype=opmath_dtype(out_pos.dtype)), grad
 
 
 rdc_renoise_fwd = register_op(

@@ -3,7 +3,7 @@
 Counter layout of the scale draws (``_rng.normal_host(seed, 2 * M, stream=RENOISE_STREAM)``, float64):
 the first M normals give the positive-branch scales ``a``, the next M the negative-branch scales ``b``,
 with ``M = 1`` ("batch"), ``B`` ("image") or ``B*C*H*W`` ("pixel", row-major element order). Scales are
-``1 + sigma * normal`` computed in float64 and rounded once to the compute dtype (float64 for float64
+``1 + sigma * normal`` computed in float64 and rounded once to ``opmath_dtype`` (float64 for float64
 inputs, else float32), so every backend reads the same values and the renoised images are bit-identical.
 """
 from __future__ import annotations
@@ -11,14 +11,10 @@ from __future__ import annotations
 import torch
 
 from fastdenoise import _rng
+from fastdenoise._runtime import opmath_dtype
 
 RENOISE_STREAM = 2
 GRANULARITIES = ("image", "batch", "pixel")
-
-
-def compute_dtype(dtype: torch.dtype) -> torch.dtype:
-    """Arithmetic dtype of the renoising: float64 for float64 inputs, else float32."""
-    return torch.promote_types(dtype, torch.float32)
 
 
 def draw_scales(seed: int, shape, sigma: float, granularity: str, dtype: torch.dtype, device=None) -> torch.Tensor:
@@ -30,7 +26,7 @@ def draw_scales(seed: int, shape, sigma: float, granularity: str, dtype: torch.d
     for s in per:
         m *= int(s)
     n = _rng.normal_host(seed, 2 * m, stream=RENOISE_STREAM, dtype=torch.float64)
-    return (1.0 + float(sigma) * n).to(compute_dtype(dtype)).view(2, *per).to(device)
+    return (1.0 + float(sigma) * n).to(opmath_dtype(dtype)).view(2, *per).to(device)
 
 
 def group_size(shape, granularity: str) -> int:
@@ -44,7 +40,7 @@ def rdc_renoise_ref(y: torch.Tensor, x_hat: torch.Tensor, scales: torch.Tensor, 
     """z = cat([x_hat + a (y - x_hat), x_hat - b (y - x_hat)]) in the compute dtype, cast to y's dtype.
 
     Differentiable in y and x_hat (the caller detaches x_hat for the stop-gradient default)."""
-    dt = compute_dtype(y.dtype)
+    dt = opmath_dtype(y.dtype)
     yy, xh = y.to(dt), x_hat.to(dt)
     b = y.shape[0]
     if granularity == "pixel":
@@ -62,6 +58,6 @@ def rdc_renoise_ref(y: torch.Tensor, x_hat: torch.Tensor, scales: torch.Tensor, 
 
 def p2n_loss_ref(out_pos: torch.Tensor, out_neg: torch.Tensor, gamma: float, eps: float = 1e-8) -> torch.Tensor:
     """mean((|out_pos - out_neg| + eps)^gamma) in float32 (half inputs) or the input dtype."""
-    dt = torch.promote_types(out_pos.dtype, torch.float32)
+    dt = opmath_dtype(out_pos.dtype)
     d = out_pos.to(dt) - out_neg.to(dt)
     return ((d.abs() + eps) ** gamma).mean()

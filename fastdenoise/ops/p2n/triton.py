@@ -5,7 +5,7 @@ import torch
 import triton
 import triton.language as tl
 
-from fastdenoise._runtime import loss_dtype
+from fastdenoise._runtime import opmath_dtype
 
 BLOCK = 1024
 # No FMA contraction in the renoising kernels: x + a * n is rounded exactly as torch and the C++ do it.
@@ -109,7 +109,7 @@ def rdc_renoise_bwd_triton(dz, y, x_hat, scales, group: int, clamp: bool, need_d
 def p2n_loss_fwd_triton(out_pos, out_neg, gamma: float, eps: float, compute_grad: bool):
     out_pos, out_neg = out_pos.contiguous(), out_neg.contiguous()
     n = out_pos.numel()
-    acc_dt = loss_dtype(out_pos.dtype)
+    acc_dt = opmath_dtype(out_pos.dtype)
     nprog = triton.cdiv(n, BLOCK)
     part = torch.zeros((max(nprog, 1),), dtype=acc_dt, device=out_pos.device)
     grad = torch.empty_like(out_pos) if compute_grad else out_pos.new_empty((0,))

@@ -4,31 +4,24 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-from torch.autograd.function import once_differentiable
 
+from fastdenoise._runtime import FusedLossFunction
 from fastdenoise._runtime import check_like
 from fastdenoise._runtime import check_seed
 from fastdenoise._runtime import check_tensor
 from fastdenoise._runtime import resolve_backend
-from fastdenoise._runtime import scale_saved_grad
+from fastdenoise._runtime import save_loss_grads
 from fastdenoise._runtime import skip_checks
 from fastdenoise.ops.recharge import ops
 from fastdenoise.ops.recharge.reference import recharge_l1_loss_ref
 
 
-class RechargeL1Function(torch.autograd.Function):
+class RechargeL1Function(FusedLossFunction):
     @staticmethod
     def forward(ctx, student, y, teachers, seed, backend):
         loss, grad = ops.recharge_l1_fwd(student, y, teachers, seed, ctx.needs_input_grad[0], backend)
-        ctx.save_for_backward(grad)
+        save_loss_grads(ctx, grad)
         return loss
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, dloss):
-        (grad,) = ctx.saved_tensors
-        ds = scale_saved_grad(grad, dloss) if ctx.needs_input_grad[0] else None
-        return ds, None, None, None, None
 
 
 def recharge_l1_loss(student: torch.Tensor, y: torch.Tensor, teachers: torch.Tensor | Sequence[torch.Tensor],

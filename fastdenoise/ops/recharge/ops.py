@@ -3,7 +3,7 @@ import torch
 
 from fastdenoise._library import cpp
 from fastdenoise._library import register_op
-from fastdenoise._runtime import loss_dtype
+from fastdenoise._runtime import opmath_dtype
 
 
 def _fwd(student, y, teachers, seed, compute_grad, backend):
@@ -16,7 +16,7 @@ def _fwd(student, y, teachers, seed, compute_grad, backend):
 
 def _fwd_fake(student, y, teachers, seed, compute_grad, backend):
     grad = torch.empty_like(student, memory_format=torch.contiguous_format) if compute_grad else student.new_empty((0,))
-    return student.new_empty((), dtype=loss_dtype(student.dtype)), grad
+    return student.new_empty((), dtype=opmath_dtype(student.dtype)), grad
 
 
 recharge_l1_fwd = register_op(

@@ -8,6 +8,7 @@ from __future__ import annotations
 import torch
 
 from fastdenoise import _rng
+from fastdenoise._runtime import opmath_dtype
 
 
 def recharge_choice_ref(seed: int, batch: int, h: int, w: int, j: int, device=None) -> torch.Tensor:
@@ -26,6 +27,6 @@ def recharge_targets_ref(y: torch.Tensor, teachers: torch.Tensor, seed: int) -> 
 
 def recharge_l1_loss_ref(student: torch.Tensor, y: torch.Tensor, teachers: torch.Tensor, seed: int) -> torch.Tensor:
     """sum_j mean|student - target_j|; y and the teachers are constants (gradient to student only)."""
-    dt = torch.promote_types(student.dtype, torch.float32)
+    dt = opmath_dtype(student.dtype)
     tg = recharge_targets_ref(y.detach().to(dt), teachers.detach().to(dt), seed)
     return (student.to(dt).unsqueeze(0) - tg).abs().mean(dim=(1, 2, 3, 4)).sum()

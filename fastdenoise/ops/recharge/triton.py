@@ -5,9 +5,10 @@ import torch
 import triton
 import triton.language as tl
 
-from fastdenoise._runtime import loss_dtype
+from fastdenoise._runtime import opmath_dtype
 from fastdenoise._runtime import seed_halves
 from fastdenoise._triton_rng import philox
+from fastdenoise._triton_util import block_size
 
 
 @triton.jit
@@ -47,8 +48,8 @@ def recharge_l1_fwd_triton(student, y, teachers, seed: int, compute_grad: bool):
     b, c, h, w = student.shape
     j = teachers.shape[0]
     n = student.numel()
-    acc_dt = loss_dtype(student.dtype)
-    blk = max(16, min(1024, triton.next_power_of_2(max(w, 1))))
+    acc_dt = opmath_dtype(student.dtype)
+    blk = block_size(w)
     nc = triton.cdiv(w, blk)
     part = torch.empty((b * h, nc), dtype=acc_dt, device=student.device)
     grad = torch.empty_like(student) if compute_grad else student.new_empty((0,))
