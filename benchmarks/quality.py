@@ -17,13 +17,13 @@ import os
 import shlex
 import sys
 
-from fastdenoise.evaluate import METHODS
 from fastdenoise.evaluate import NOISES
 from fastdenoise.evaluate import SAMPLES
 from fastdenoise.evaluate import environment
 from fastdenoise.evaluate import evaluate
 from fastdenoise.evaluate import format_table
 from fastdenoise.evaluate import rows_to_json
+from fastdenoise.methods import available
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -40,7 +40,7 @@ def main(argv=None) -> int:
     ap.add_argument("--cpu-reduced", action="store_true", help="astronaut only, sigma 25, 128x128 crop")
     ap.add_argument("--images", default=",".join(SAMPLES))
     ap.add_argument("--noise", default=",".join(NOISES))
-    ap.add_argument("--methods", default=",".join(METHODS))
+    ap.add_argument("--methods", default=",".join(available()))
     ap.add_argument("--crop", type=int, default=256)
     ap.add_argument("--device", default="auto")
     ap.add_argument("--no-reference", action="store_true", help="skip the reference configuration runs")

@@ -16,37 +16,26 @@ import time
 
 import numpy as np
 
-METHOD_CHOICES = ("p2n", "nb2nb", "noise2same", "apr", "blind2grad")
 IMAGE_EXT = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".npy")
 
 
-def _read(path: str) -> tuple[np.ndarray, object]:
-    """(H, W, C) float32 on [0, 1] and an info object (None when fastdenoise.io is missing)."""
-    try:
-        from fastdenoise.io import read_image
-    except ImportError:
-        import imageio.v3 as iio
+def _methods() -> list[str]:
+    from fastdenoise.methods import available
 
-        a = np.asarray(iio.imread(path))
-        a = a.astype(np.float32) / (255.0 if a.dtype == np.uint8 else 65535.0 if a.dtype == np.uint16 else 1.0)
-        return (a[:, :, None] if a.ndim == 2 else a), None
+    return available()
+
+
+def _read(path: str):
+    """(H, W, C) float32 on [0, 1] and the file's :class:`~fastdenoise.io.ImageInfo`."""
+    from fastdenoise.io import read_image
+
     return read_image(path)
 
 
 def _write(path: str, img: np.ndarray, like=None, protect=()) -> str:
     """Atomic write that refuses to replace any of ``protect`` (the inputs)."""
-    ap = os.path.abspath(path)
-    if any(os.path.exists(p) and os.path.samefile(ap, p) for p in protect if os.path.exists(ap)):
-        raise FileExistsError(f"refusing to overwrite input {path}")
-    try:
-        from fastdenoise.io import write_image
-    except ImportError:
-        import imageio.v3 as iio
+    from fastdenoise.io import write_image
 
-        tmp = f"{ap}.tmp{os.getpid()}{os.path.splitext(ap)[1]}"
-        iio.imwrite(tmp, np.floor(np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8).squeeze())
-        os.replace(tmp, ap)
-        return ap
     return write_image(path, img, like=like, protect=protect)
 
 
@@ -156,11 +145,10 @@ def cmd_denoise(a) -> int:
             _write(dst, out, like=info, protect=inputs)
             msg = f"[{i + 1}/{len(a.inputs)}] {inp} -> {dst} ({log['iters']} iters, {time.time() - t0:.1f}s"
             if ref is not None:
-                from fastdenoise.methods.engine import psnr_quick
-                import torch
+                from fastdenoise.metrics import psnr
 
-                tt = lambda v: torch.from_numpy(np.ascontiguousarray(v.transpose(2, 0, 1)))[None]  # noqa: E731
-                msg += f", PSNR {psnr_quick(tt(img), tt(ref)):.2f} -> {psnr_quick(tt(out), tt(ref)):.2f} dB"
+                p_in, p_out = float(psnr(img, ref)[0]), float(psnr(out, ref)[0])
+                msg += f", PSNR {p_in:.2f} -> {p_out:.2f} dB"
             print(msg + ")", flush=True)
             if a.plot:
                 panels, titles = [img, out], ["noisy", "denoised"]
@@ -186,11 +174,13 @@ def cmd_train(a) -> int:
     if not files:
         print(f"no images in {a.data}", file=sys.stderr)
         return 2
+    from fastdenoise.io import to_tensor
+
     imgs = []
     for f in files:
         try:
             im, _ = _read(f)
-            imgs.append(torch.from_numpy(np.ascontiguousarray(im.transpose(2, 0, 1))))
+            imgs.append(to_tensor(im)[0])
         except Exception as e:  # noqa: BLE001
             print(f"skipping {f}: {type(e).__name__}: {e}", file=sys.stderr)
     chans = {int(im.shape[0]) for im in imgs}
@@ -222,7 +212,12 @@ def cmd_eval(a) -> int:
     from fastdenoise.evaluate import rows_to_json
 
     split = lambda v: [x for x in v.split(",") if x]  # noqa: E731
-    rows = evaluate(split(a.images), split(a.noise), split(a.method), crop=a.crop, device=a.device, seed=a.seed,
+    methods = _methods() if a.method == "all" else split(a.method)
+    unknown = [m for m in methods if m not in _methods()]
+    if unknown:
+        print(f"unknown method(s) {unknown}; available: {', '.join(_methods())} or 'all'", file=sys.stderr)
+        return 2
+    rows = evaluate(split(a.images), split(a.noise), methods, crop=a.crop, device=a.device, seed=a.seed,
                     reference=a.reference, iters=a.iters, progress=None if a.json else print)
     if a.json:
         print(json.dumps({"environment": environment(), "rows": rows_to_json(rows)}, indent=1))
@@ -246,15 +241,15 @@ def cmd_bench(a) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from fastdenoise.methods import summary
+
+    methods = _methods()
+    listing = "\n".join(f"  {m:<11} {summary(m)}" for m in methods)
     p = argparse.ArgumentParser(
         prog="fastdenoise", formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Self-supervised single-image denoising with fused kernels.\n\n"
                     "Each image is denoised by fitting a network to the noisy image itself (no clean data):\n"
-                    "  p2n    Positive2Negative (default): 100 iterations from a Gaussian-pretrained U-Net\n"
-                    "  nb2nb  Neighbor2Neighbor: from scratch, 2000 iterations on CUDA / 400 on the CPU\n"
-                    "  noise2same  Noise2Same: stratified masks, standardised image, random crops\n"
-                    "  apr    APR sampler on the AT-BSN blind-spot net, then Recharged Distillation\n"
-                    "  blind2grad  Blind2Grad: dual masks + gradient-consistency loss, averaged predictions\n"
+                    f"{listing}\n"
                     "(iteration defaults are lower on the CPU than on CUDA; see each module's docstring)",
         epilog=__doc__.split("Examples:", 1)[1].join(["Examples:", ""]))
     sub = p.add_subparsers(dest="command", required=True)
@@ -265,7 +260,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "processed; the exit code is 1 if any failed.")
     d.add_argument("inputs", nargs="+", metavar="IN", help="noisy images (PNG, JPEG, TIFF 8/16/float, .npy)")
     d.add_argument("-o", "--outdir", required=True, help="output directory (created if missing)")
-    d.add_argument("--method", choices=METHOD_CHOICES, default="p2n")
+    d.add_argument("--method", choices=methods, default="p2n")
     d.add_argument("--iters", type=int, default=None,
                    help="iterations per image (default: the method's; --iters 0 with p2n = pretrained net only)")
     d.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
@@ -286,7 +281,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Train on random crops of every image in DIR; the checkpoint (weights, optimiser, "
                                    "iteration) is written to --out every --checkpoint-every iterations and at the end. "
                                    "Use it with 'denoise --weights OUT --iters 0'.")
-    t.add_argument("--method", choices=METHOD_CHOICES, default="p2n")
+    t.add_argument("--method", choices=methods, default="p2n")
     t.add_argument("--data", required=True, metavar="DIR", help="folder of noisy images")
     t.add_argument("--out", required=True, help="checkpoint path")
     t.add_argument("--iters", type=int, default=1000)
@@ -304,7 +299,7 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("eval", help="PSNR/SSIM/time of methods on sample images with synthetic noise",
                        description="Denoise 256x256 centre crops of scikit-image samples with synthetic noise and "
                                    "print a table (noisy input and BM3D, if installed, as rows).")
-    e.add_argument("--method", default="p2n", help="comma-separated methods (default p2n), e.g. p2n,nb2nb")
+    e.add_argument("--method", default="p2n", help=f"comma-separated methods (default p2n), e.g. p2n,nb2nb, or 'all' ({', '.join(methods)})")
     e.add_argument("--noise", default="gaussian:25", help="comma-separated: gaussian:SIGMA255, poisson:LAMBDA")
     e.add_argument("--images", default="astronaut", help="comma-separated: astronaut,chelsea,coffee,camera")
     e.add_argument("--crop", type=int, default=256)

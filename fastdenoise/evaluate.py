@@ -16,9 +16,10 @@ import time
 import numpy as np
 import torch
 
-SAMPLES = ("astronaut", "chelsea", "coffee", "camera")
+from fastdenoise.io import SAMPLES
+from fastdenoise.methods import available
+
 NOISES = ("gaussian:25", "gaussian:50", "poisson:30")
-METHODS = ("p2n", "nb2nb", "noise2same", "apr", "blind2grad")
 
 
 @dataclasses.dataclass
@@ -63,14 +64,16 @@ def _bm3d(noisy: np.ndarray, clean: np.ndarray, noise: str) -> np.ndarray | None
     return np.asarray(bm3d.bm3d(noisy[..., 0], sigma), dtype=np.float32)[..., None]
 
 
-def evaluate(images=SAMPLES, noises=NOISES, methods=METHODS, *, crop: int = 256, device: str = "auto",
+def evaluate(images=SAMPLES, noises=NOISES, methods=None, *, crop: int = 256, device: str = "auto",
              seed: int = 0, reference: bool = False, iters: int | None = None, progress=print) -> list[Row]:
-    """Rows of the quality table (see the module docstring). ``iters=None`` keeps each method's default."""
+    """Rows of the quality table (see the module docstring). ``methods`` None: every registered method;
+    ``iters=None`` keeps each method's default."""
     from fastdenoise.api import clear_cache
     from fastdenoise.api import denoise
     from fastdenoise.io import load_sample
     from fastdenoise.noise import add_noise
 
+    methods = available() if methods is None else list(methods)
     rows: list[Row] = []
     for name in images:
         clean = np.asarray(load_sample(name, crop=crop), dtype=np.float32)

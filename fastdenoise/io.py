@@ -1,8 +1,9 @@
 """Reading and writing images, tensor conversion and bundled sample images.
 
 Images travel through the library as float32 NumPy arrays of shape (H, W, C) on the [0, 1] scale
-(grayscale is (H, W, 1)); :func:`to_tensor` / :func:`from_tensor` convert to and from (1, C, H, W)
-tensors. :func:`read_image` returns an :class:`ImageInfo` next to the array so that
+(grayscale is (H, W, 1)); :func:`as_bchw` / :func:`from_bchw` are the library's one conversion between
+images (NumPy channels-last or torch channels-first, with or without batch axis) and (B, C, H, W) tensors,
+and :func:`to_tensor` / :func:`from_tensor` its (1, C, H, W) float shorthands. :func:`read_image` returns an :class:`ImageInfo` next to the array so that
 :func:`write_image` can save the result in the input's bit depth (``like=info``).
 
 Formats: TIFF (``.tif``/``.tiff``, through tifffile: 8-, 16-bit and float), ``.npy`` (any numeric
@@ -21,7 +22,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-__all__ = ["ImageInfo", "SAMPLES", "from_tensor", "load_sample", "read_image", "to_tensor", "write_image"]
+__all__ = ["ImageInfo", "Layout", "SAMPLES", "as_bchw", "from_bchw", "from_tensor", "load_sample", "read_image",
+           "to_tensor", "write_image"]
 
 TIFF_EXT = (".tif", ".tiff")
 NPY_EXT = (".npy",)
@@ -232,28 +234,65 @@ def write_image(path, image, *, bit_depth: int | None = None, like: ImageInfo | 
     return path
 
 
+@dataclass(frozen=True)
+class Layout:
+    """How an image was laid out before :func:`as_bchw` (what :func:`from_bchw` restores)."""
+
+    kind: str              # "numpy" or "torch"
+    ndim: int
+    device: object = None
+
+
+def as_bchw(name: str, image) -> tuple[torch.Tensor, Layout]:
+    """The one image -> tensor conversion: a (B, C, H, W) tensor view of ``image`` (dtype kept) and its layout.
+
+    ``image`` is a NumPy array (H, W), (H, W, C) or (B, H, W, C) (channels last, as images are stored) or
+    a torch tensor (H, W), (C, H, W) or (B, C, H, W) (channels first, as networks take them). Errors name
+    the argument ``name``.
+    """
+    if isinstance(image, np.ndarray):
+        if image.ndim not in (2, 3, 4):
+            raise ValueError(f"{name} must be a NumPy array of shape (H, W), (H, W, C) or (B, H, W, C), "
+                             f"got shape {image.shape}")
+        a = image[None, :, :, None] if image.ndim == 2 else image[None] if image.ndim == 3 else image
+        # a channels-first copy with standard strides (reductions then see the usual memory order)
+        return torch.from_numpy(np.ascontiguousarray(a.transpose(0, 3, 1, 2))), Layout("numpy", image.ndim)
+    if isinstance(image, torch.Tensor):
+        if image.dim() not in (2, 3, 4):
+            raise ValueError(f"{name} must be a tensor of shape (B, C, H, W), (C, H, W) or (H, W), "
+                             f"got shape {tuple(image.shape)}")
+        t = image[None, None] if image.dim() == 2 else image[None] if image.dim() == 3 else image
+        return t, Layout("torch", image.dim(), image.device)
+    raise TypeError(f"{name} must be a torch.Tensor or a numpy.ndarray, got {type(image).__name__}")
+
+
+def from_bchw(t: torch.Tensor, layout: Layout):
+    """Inverse of :func:`as_bchw`: the (B, C, H, W) tensor ``t`` in the original kind and shape (dtype kept)."""
+    if layout.kind == "torch":
+        out = t[0, 0] if layout.ndim == 2 else t[0] if layout.ndim == 3 else t
+        return out.to(layout.device)
+    a = t.detach().cpu().permute(0, 2, 3, 1).numpy()
+    a = a[0, :, :, 0] if layout.ndim == 2 else a[0] if layout.ndim == 3 else a
+    return np.ascontiguousarray(a)
+
+
 def to_tensor(img, *, device=None, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """(H, W) or (H, W, C) array -> contiguous (1, C, H, W) tensor."""
     arr = np.asarray(img)
-    if arr.ndim == 2:
-        arr = arr[:, :, None]
-    if arr.ndim != 3:
+    if arr.ndim not in (2, 3):
         raise ValueError(f"img must have shape (H, W) or (H, W, C), got {arr.shape}")
-    t = torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1)))
-    return t.unsqueeze(0).to(device=device, dtype=dtype).contiguous()
+    return as_bchw("img", arr)[0].to(device=device, dtype=dtype).contiguous()
 
 
 def from_tensor(t: torch.Tensor) -> np.ndarray:
     """(1, C, H, W) or (C, H, W) tensor -> float32 (H, W, C) array (detached, on the CPU)."""
     if not isinstance(t, torch.Tensor):
         raise TypeError(f"t must be a torch.Tensor, got {type(t).__name__}")
-    if t.dim() == 4:
-        if t.shape[0] != 1:
-            raise ValueError(f"t must hold one image (batch size 1), got shape {tuple(t.shape)}")
-        t = t[0]
-    if t.dim() != 3:
+    if t.dim() == 4 and t.shape[0] != 1:
+        raise ValueError(f"t must hold one image (batch size 1), got shape {tuple(t.shape)}")
+    if t.dim() not in (3, 4):
         raise ValueError(f"t must have shape (1, C, H, W) or (C, H, W), got {tuple(t.shape)}")
-    return np.ascontiguousarray(t.detach().to("cpu", torch.float32).permute(1, 2, 0).numpy())
+    return from_bchw(t.detach().to("cpu", torch.float32).reshape(1, *t.shape[-3:]), Layout("numpy", 3))
 
 
 def load_sample(name: str = "astronaut", crop: int | None = 256) -> np.ndarray:

@@ -43,6 +43,7 @@ import torch
 import torch.nn.functional as F
 
 from fastdenoise._runtime import check_float
+from fastdenoise.io import as_bchw
 
 CONVENTIONS = ("p2n", "skimage", "float", "y", "minmax")
 SSIM_WIN = 11
@@ -57,27 +58,7 @@ __all__ = ["CONVENTIONS", "mean", "psnr", "ssim", "ssim_map", "quantize_uint8"]
 
 def _as_bchw(name: str, x) -> tuple[torch.Tensor, bool]:
     """(B, C, H, W) tensor view of ``x`` and whether it was 8-bit (values 0..255)."""
-    if isinstance(x, np.ndarray):
-        if x.ndim == 2:
-            x = x[None, :, :, None]
-        elif x.ndim == 3:
-            x = x[None]
-        elif x.ndim != 4:
-            raise ValueError(f"{name} must be a NumPy array of shape (H, W), (H, W, C) or (B, H, W, C), "
-                             f"got shape {x.shape}")
-        t = torch.from_numpy(np.ascontiguousarray(x)).permute(0, 3, 1, 2)
-    elif isinstance(x, torch.Tensor):
-        if x.dim() == 2:
-            t = x[None, None]
-        elif x.dim() == 3:
-            t = x[None]
-        elif x.dim() == 4:
-            t = x
-        else:
-            raise ValueError(f"{name} must be a tensor of shape (B, C, H, W), (C, H, W) or (H, W), "
-                             f"got shape {tuple(x.shape)}")
-    else:
-        raise TypeError(f"{name} must be a torch.Tensor or a numpy.ndarray, got {type(x).__name__}")
+    t, _ = as_bchw(name, x)
     if t.dtype == torch.uint8:
         return t, True
     if not t.is_floating_point():

@@ -31,18 +31,15 @@ x_m EMA updated on the crop's region.
 """
 from __future__ import annotations
 
-import contextlib
-import os
 from dataclasses import dataclass
 
 import torch
-from torch import nn
 
 from fastdenoise.methods.engine import FitConfig
-from fastdenoise.methods.engine import FitResult
-from fastdenoise.methods.engine import Trainer
-from fastdenoise.methods.engine import crop_sampler
+from fastdenoise.methods.engine import Method
+from fastdenoise.methods.engine import build as _build
 from fastdenoise.methods.engine import iter_seed
+from fastdenoise.methods.engine import method_api
 
 CUDA_ITERS, CPU_ITERS = 2000, 150
 CUDA_LR, CPU_LR = 1e-4, 5e-4
@@ -51,7 +48,7 @@ CUDA_SAMPLES, CPU_SAMPLES = 40, 10
 CPU_CROP = 128
 PAPER_LR = 2e-5
 
-__all__ = ["Blind2GradConfig", "Blind2Grad", "Blind2GradTrainer", "MaskedInputNet", "build", "fit", "train"]
+__all__ = ["Blind2GradConfig", "Blind2Grad", "build", "fit", "train"]
 
 
 @dataclass
@@ -100,229 +97,141 @@ class Blind2GradConfig(FitConfig):
     weights: str | None = None
 
 
-class MaskedInputNet(nn.Module):
-    """Single-input view of a ``forward(x, visible_mask)`` network: ``forward(cat([x, visible], 1))``."""
-
-    def __init__(self, net: nn.Module):
-        super().__init__()
-        self.net = net
-
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.net(z[:, :-1], z[:, -1:])
-
-
 def _cat(x: torch.Tensor, visible: torch.Tensor) -> torch.Tensor:
+    """The network's single input: the image and its visible mask concatenated on channels."""
     return torch.cat([x, visible.to(x.dtype)], dim=1)
 
 
-def _autocast(tr: Trainer):
-    dev = tr.device.type
-    return torch.autocast(dev, dtype=torch.bfloat16, enabled=tr.amp and dev == "cuda", cache_enabled=False)
-
-
-class Blind2Grad:
-    """The Blind2Grad step; holds the recurrent mask reference x_m and its EMA (reset by the trainer)."""
+class Blind2Grad(Method):
+    """Blind2Grad: the step below; the recurrent mask reference x_m and its EMA live in ``run.state``."""
 
     name = "blind2grad"
+    summary = "Blind2Grad: dual masks + gradient-consistency loss, averaged predictions"
+    Config = Blind2GradConfig
+    uses_torch_rng = True        # T-standout dropout (training and the inference ensemble)
 
-    def __init__(self, config: Blind2GradConfig):
-        self.cfg = config
-        self.x_m: torch.Tensor | None = None
-        self.x_ema: torch.Tensor | None = None
-        self.dataset_mode = False    # batches of crops of many images: x_m = y, no extra crop
+    def resolve(self, cfg: Blind2GradConfig, device: torch.device) -> Blind2GradConfig:
+        cuda = device.type == "cuda"
+        crop = (None if cuda else CPU_CROP) if cfg.crop is None else (cfg.crop or None)
+        return cfg.replace(lr=(CUDA_LR if cuda else CPU_LR) if cfg.lr is None else cfg.lr,
+                           n_masks=cfg.n_masks or (CUDA_MASKS if cuda else CPU_MASKS),
+                           n_samples=cfg.n_samples or (CUDA_SAMPLES if cuda else CPU_SAMPLES), crop=crop or 0)
 
-    def reset_state(self) -> None:
-        self.x_m = self.x_ema = None
+    def check(self) -> None:
+        c = self.cfg
+        if c.infer not in ("ensemble", "single"):
+            raise ValueError(f"infer must be 'ensemble' or 'single', got {c.infer!r}")
+        if c.grad_on not in ("all", "masked"):
+            raise ValueError(f"grad_on must be 'all' or 'masked', got {c.grad_on!r}")
+        if not 0.0 <= c.xm_decay < 1.0:
+            raise ValueError(f"xm_decay must be in [0, 1), got {c.xm_decay}")
 
     def default_iters(self, device: torch.device) -> int:
         return CUDA_ITERS if device.type == "cuda" else CPU_ITERS
 
-    def crop_size(self, device: torch.device) -> int | None:
-        c = self.cfg.crop
-        if c is None:
-            return None if device.type == "cuda" else CPU_CROP
-        return c or None
+    def make_model(self, in_ch: int, part: str = "model") -> torch.nn.Module:
+        from fastdenoise.models.blind2grad_net import Blind2GradNet
+        from fastdenoise.models.blind2grad_net import MaskedInputNet
 
-    def n_masks(self, device: torch.device) -> int:
-        return self.cfg.n_masks or (CUDA_MASKS if device.type == "cuda" else CPU_MASKS)
+        c = self.cfg
+        return MaskedInputNet(Blind2GradNet(in_ch, c.base, c.dropout, c.eps_s))
 
-    def step(self, tr: Trainer, y: torch.Tensor, t: int, total: int, seed: int):
+    def new_state(self, run) -> dict:
+        return {"x_m": None, "x_ema": None}
+
+    # --- the step's parts
+    def _mask_reference(self, run, y: torch.Tensor, t: int) -> torch.Tensor:
+        """x_m: y itself at first (and in dataset mode), the EMA of f(y) after every refresh."""
+        st, c = run.state, self.cfg
+        if run.dataset_mode or st["x_m"] is None or st["x_m"].shape != y.shape:
+            st["x_m"], st["x_ema"] = y.detach().float().clone(), None
+        if t > 0 and c.refresh_every > 0 and t % c.refresh_every == 0 and st["x_ema"] is not None:
+            st["x_m"] = st["x_ema"].clone()
+        return st["x_m"]
+
+    def _window(self, run, y: torch.Tensor, seed: int):
+        """The random training window of this step (None: the whole image)."""
+        cs, (h, w) = self.cfg.crop, y.shape[-2:]
+        if run.dataset_mode or not cs or (cs >= h and cs >= w):
+            return None
+        ch, cw = min(cs, h), min(cs, w)
+        g = torch.Generator().manual_seed(iter_seed(seed, 7))
+        y0 = int(torch.randint(h - ch + 1, (1,), generator=g))
+        x0 = int(torch.randint(w - cw + 1, (1,), generator=g))
+        return (slice(None), slice(None), slice(y0, y0 + ch), slice(x0, x0 + cw))
+
+    def _update_ema(self, run, y: torch.Tensor, fd: torch.Tensor, win) -> None:
+        """x_ema <- decay x_ema + (1 - decay) f(y), on the step's window."""
+        st, d = run.state, self.cfg.xm_decay
+        if win is None:
+            st["x_ema"] = fd.clone() if st["x_ema"] is None else st["x_ema"].mul_(d).add_(fd, alpha=1 - d)
+            return
+        if st["x_ema"] is None:
+            st["x_ema"] = y.detach().float().clone()
+        st["x_ema"][win].mul_(d).add_(fd, alpha=1 - d)
+
+    def step(self, run, y: torch.Tensor, t: int, total: int, seed: int):
         import fastdenoise.functional as F
 
-        c, be = self.cfg, tr.backend
-        if self.dataset_mode or self.x_m is None or self.x_m.shape != y.shape:
-            self.x_m = y.detach().float().clone()
-            self.x_ema = None
-        if t > 0 and c.refresh_every > 0 and t % c.refresh_every == 0 and self.x_ema is not None:
-            self.x_m = self.x_ema.clone()
-        # optional random crop (the same window of y and x_m)
-        win = None
-        cs = None if self.dataset_mode else self.crop_size(tr.device)
-        h, w = y.shape[-2:]
-        if cs is not None and (cs < h or cs < w):
-            ch, cw = min(cs, h), min(cs, w)
-            g = torch.Generator().manual_seed(iter_seed(seed, 7))
-            y0 = int(torch.randint(h - ch + 1, (1,), generator=g))
-            x0 = int(torch.randint(w - cw + 1, (1,), generator=g))
-            win = (slice(None), slice(None), slice(y0, y0 + ch), slice(x0, x0 + cw))
-        yc = y if win is None else y[win]
-        xm = self.x_m if win is None else self.x_m[win]
-        m = self.n_masks(tr.device)
-        ym = yc.repeat_interleave(m, 0)
-        mask = F.dual_mask(ym, xm.to(ym.dtype).repeat_interleave(m, 0), seed, c.rate, c.eps_g, backend=be)
-        ones = torch.ones_like(yc[:, :1])
-        # the full pass runs eagerly (never through a captured graph shared with the masked pass)
-        with torch.set_grad_enabled(not c.detach_full), _autocast(tr):
-            full = tr.model(_cat(yc, ones)).float()
-        out = tr.net(_cat(ym, 1 - mask)).float()
-        loss = F.blind2grad_loss(out, full.repeat_interleave(m, 0), ym.float(), mask.float(), c.omega, c.gamma,
-                                 c.grad_on, c.detach_full, backend=be)
+        c, be = self.cfg, run.backend
+        x_m = self._mask_reference(run, y, t)
+        win = self._window(run, y, seed)
+        yc, xm = (y, x_m) if win is None else (y[win], x_m[win])
+        # 1. M copies, one dual mask each (25 % of the flat pixels; detail pixels stay visible)
+        ym = yc.repeat_interleave(c.n_masks, 0)
+        mask = F.dual_mask(ym, xm.to(ym.dtype).repeat_interleave(c.n_masks, 0), seed, c.rate, c.eps_g, backend=be)
+        # 2. f(y) on the full image (all visible), eagerly: never a graph shared with the masked pass
+        with torch.set_grad_enabled(not c.detach_full), run.autocast():
+            full = run.model(_cat(yc, torch.ones_like(yc[:, :1]))).float()
+        # 3. f(Omega(y)) on the masked copies
+        out = run.net(_cat(ym, 1 - mask)).float()
+        # 4. L = (1 + gamma) |m (a - y)|^2 / n_m + omega^2 |D f - D a|^2 / n_d
+        loss = F.blind2grad_loss(out, full.repeat_interleave(c.n_masks, 0), ym.float(), mask.float(), c.omega,
+                                 c.gamma, c.grad_on, c.detach_full, backend=be)
+        # 5. the EMA of f(y) that the next refresh copies into x_m
+        fd = full.detach()
         with torch.no_grad():
-            fd = full.detach()
-            if win is None:
-                self.x_ema = fd.clone() if self.x_ema is None else self.x_ema.mul_(c.xm_decay).add_(
-                    fd, alpha=1 - c.xm_decay)
-            else:
-                if self.x_ema is None:
-                    self.x_ema = y.detach().float().clone()
-                self.x_ema[win].mul_(c.xm_decay).add_(fd, alpha=1 - c.xm_decay)
+            self._update_ema(run, y, fd, win)
         return loss, (fd if win is None else None)
 
-
-class Blind2GradTrainer(Trainer):
-    """:class:`Trainer` with the recurrent-mask state reset and the 40-sample ensemble :meth:`denoise`."""
-
-    def reset(self) -> None:
-        super().reset()
-        self.method.reset_state()
-
-    def fit(self, y: torch.Tensor, *, iters: int | None = None, clean: torch.Tensor | None = None,
-            reset: bool = True) -> FitResult:
-        """Single-image mode: fit to ``y`` and return the ensemble-averaged denoised image as ``output``."""
-        cfg = self.cfg
-        if reset and not (cfg.resume and cfg.checkpoint and os.path.exists(cfg.checkpoint)):
-            self.reset()
-        y = self.to_input(y)
-        if clean is not None:
-            clean = clean.to(self.device, torch.float32).reshape(y.shape)
-        total = self.total_iters(iters)
-        with self.seeded_rng():
-            secs, n = self._loop(lambda t: y, total, clean, self.method.name)
-        out = self.denoise(y)
-        return FitResult(out, None if self.ema is None else self.ema.clone(), list(self.loss_log),
-                         list(self.psnr_log), n, secs)
-
-    def fit_dataset(self, sampler, *, iters: int | None = None) -> FitResult:
-        """Dataset mode: batches of crops of many images, each entry with its own M dual masks; the
-        recurrent reference is per image, so here x_m = the batch itself (plain exact-count masks)."""
-        self.method.dataset_mode = True
-        try:
-            with self.seeded_rng():
-                return super().fit_dataset(sampler, iters=iters)
-        finally:
-            self.method.dataset_mode = False
-            self.method.reset_state()
-
-    @contextlib.contextmanager
-    def seeded_rng(self, offset: int = 0):
-        """torch's global RNG (T-standout dropout) seeded from ``cfg.seed`` inside, restored outside."""
-        devs = [self.device.index or 0] if self.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=devs):
-            torch.manual_seed(iter_seed(self.cfg.seed + offset, self.t))
-            yield
-
-    @torch.no_grad()
-    def denoise(self, y: torch.Tensor, *, n_samples: int | None = None) -> torch.Tensor:
-        """Average of ``n_samples`` stochastic predictions (dual masks on the current x_m + T-standout),
-        or one deterministic pass (``infer="single"`` or ``n_samples=1``). Seeded by ``cfg.seed``."""
+    def infer(self, run, y: torch.Tensor, *, n_samples: int | None = None) -> torch.Tensor:
+        """Average of ``n_samples`` stochastic predictions (dual masks on the run's x_m + T-standout), or
+        one deterministic pass (``infer="single"`` or ``n_samples=1``)."""
         import fastdenoise.functional as F
 
         c = self.cfg
-        y = self.to_input(y)
-        if n_samples is None:
-            n_samples = c.n_samples or (CUDA_SAMPLES if self.device.type == "cuda" else CPU_SAMPLES)
-        n = int(n_samples)
-        net = self.model.net
-        self.model.eval()
+        n = int(c.n_samples if n_samples is None else n_samples)
+        if c.infer == "single" or n <= 1:
+            return run.forward(_cat(y, torch.ones_like(y[:, :1])))
+        x_m = run.state.get("x_m")
+        x_m = x_m if x_m is not None and x_m.shape == y.shape else y
+        model = run.model
+        model.net.set_mc_dropout(True)
         try:
-            if c.infer == "single" or n <= 1:
-                with _autocast(self):
-                    return self.model(_cat(y, torch.ones_like(y[:, :1]))).float().contiguous()
-            x_m = self.method.x_m if (self.method.x_m is not None and self.method.x_m.shape == y.shape) else y
-            net.set_mc_dropout(True)
             acc = torch.zeros(y.shape, dtype=torch.float32, device=y.device)
-            with self.seeded_rng(99991):
-                done = 0
-                while done < n:
-                    k = min(max(1, c.infer_batch), n - done)
-                    yk = y.repeat_interleave(k, 0)
-                    mask = F.dual_mask(yk, x_m.to(y.dtype).repeat_interleave(k, 0), iter_seed(c.seed + 99991, done),
-                                       c.rate, c.eps_g, backend=self.backend)
-                    with _autocast(self):
-                        out = self.model(_cat(yk, 1 - mask)).float()
-                    acc += out.view(y.shape[0], k, *y.shape[1:]).sum(1)
-                    done += k
-            return (acc / n).contiguous()
+            done = 0
+            while done < n:
+                k = min(max(1, c.infer_batch), n - done)
+                yk = y.repeat_interleave(k, 0)
+                mask = F.dual_mask(yk, x_m.to(y.dtype).repeat_interleave(k, 0), iter_seed(run.seed + 99991, done),
+                                   c.rate, c.eps_g, backend=run.backend)
+                acc += run.forward(_cat(yk, 1 - mask)).view(y.shape[0], k, *y.shape[1:]).sum(1)
+                done += k
         finally:
-            net.set_mc_dropout(False)
-            self.model.train()
+            model.net.set_mc_dropout(False)
+        return acc / n
 
 
-def make_model(in_ch: int = 3, base: int = 48, dropout: float = 0.3, eps_s: float = 25.0 / 255.0) -> nn.Module:
-    """The wrapped Blind2Grad network (input: image and visible mask concatenated)."""
-    from fastdenoise.models.blind2grad_net import Blind2GradNet
+def build(config: Blind2GradConfig | None = None, *, in_ch: int = 3, model: torch.nn.Module | None = None,
+          **overrides):
+    """A Blind2Grad trainer (a fresh network seeded by the config's seed, or ``model``: a
+    :class:`~fastdenoise.models.blind2grad_net.MaskedInputNet` or a bare ``forward(x, mask)`` network,
+    which is wrapped)."""
+    from fastdenoise.models.blind2grad_net import MaskedInputNet
 
-    return MaskedInputNet(Blind2GradNet(in_ch, base, dropout, eps_s))
-
-
-def _check(cfg: Blind2GradConfig) -> None:
-    if cfg.infer not in ("ensemble", "single"):
-        raise ValueError(f"infer must be 'ensemble' or 'single', got {cfg.infer!r}")
-    if cfg.grad_on not in ("all", "masked"):
-        raise ValueError(f"grad_on must be 'all' or 'masked', got {cfg.grad_on!r}")
-    if not 0.0 <= cfg.xm_decay < 1.0:
-        raise ValueError(f"xm_decay must be in [0, 1), got {cfg.xm_decay}")
-
-
-def build(config: Blind2GradConfig | None = None, *, in_ch: int = 3, model: nn.Module | None = None,
-          **overrides) -> Blind2GradTrainer:
-    """A :class:`Blind2GradTrainer` (a fresh network seeded by ``config.seed``, or ``model``: a
-    :class:`MaskedInputNet` or a bare ``forward(x, mask)`` network, which is wrapped)."""
-    from fastdenoise.methods.engine import resolve_device
-
-    cfg = config or Blind2GradConfig()
-    if overrides:
-        cfg = cfg.replace(**overrides)
-    _check(cfg)
-    if cfg.lr is None:
-        cfg = cfg.replace(lr=CUDA_LR if resolve_device(cfg.device).type == "cuda" else CPU_LR)
-    if model is None:
-        torch.manual_seed(cfg.seed)
-        model = make_model(in_ch, cfg.base, cfg.dropout, cfg.eps_s)
-        if cfg.weights:
-            from fastdenoise.methods.p2n import load_weights
-
-            model.load_state_dict(load_weights(cfg.weights))
-    elif not isinstance(model, MaskedInputNet):
+    if model is not None and not isinstance(model, MaskedInputNet):
         model = MaskedInputNet(model)
-    return Blind2GradTrainer(model, Blind2Grad(cfg), cfg)
+    return _build(Blind2Grad, config, in_ch=in_ch, model=model, **overrides)
 
 
-def fit(y: torch.Tensor, config: Blind2GradConfig | None = None, *, clean: torch.Tensor | None = None,
-        trainer: Trainer | None = None, **overrides) -> FitResult:
-    """Single-image mode: fit Blind2Grad to ``y`` (B, C, H, W) on [0, 1] and return the result."""
-    tr = trainer or build(config, in_ch=y.shape[-3], **overrides)
-    return tr.fit(y, clean=clean)
-
-
-def train(images: list, config: Blind2GradConfig | None = None, *, crop: int = 128, batch: int = 4,
-          iters: int | None = None, trainer: Trainer | None = None, **overrides) -> Blind2GradTrainer:
-    """Dataset mode: train on random ``crop`` crops of ``images`` ((C, H, W) tensors); return the trainer.
-
-    Each batch entry is one image with its own dual masks (M per entry); the recurrent reference x_m is
-    per-image and so is not used here (x_m = the batch itself, i.e. plain exact-count masks). Denoise
-    afterwards with ``trainer.denoise(y)`` (ensemble of ``n_samples``).
-    """
-    tr = trainer or build(config, in_ch=int(torch.as_tensor(images[0]).shape[-3]), **overrides)
-    tr.fit_dataset(crop_sampler(images, crop, batch, tr.cfg.seed), iters=iters)
-    return tr
+_, fit, train = method_api(Blind2Grad)

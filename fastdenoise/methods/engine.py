@@ -1,28 +1,39 @@
-"""Shared training engine for the self-supervised methods.
+"""The training engine every method plugs into.
 
-A method is a small object with a config dataclass (its defaults, a subclass of :class:`FitConfig`) and a
-``step(trainer, y, t, total, seed)`` written only with the public fused ops of
-:mod:`fastdenoise.functional`; it returns ``(loss, estimate)`` where ``estimate`` is a denoised image of
-``y`` the step computed anyway (used for the output EMA and the progress PSNR at no extra cost).
+A method (:class:`Method` subclass, one file in ``fastdenoise/methods/``) supplies
 
-:class:`Trainer` owns the model, a copy of its initial weights, the optimiser and the loop:
+* ``Config``: its config dataclass (a :class:`FitConfig` subclass holding its defaults);
+* ``make_model(in_ch)``: its network (random init drawn by the engine under the run's seed);
+* ``step(run, y, t, total, seed) -> (loss, estimate)``: one iteration, written only with the public fused
+  ops of :mod:`fastdenoise.functional`, ``estimate`` being a denoised image of ``y`` it computed anyway
+  (the output EMA and progress PSNR use it) or None;
 
-* single-image mode :meth:`Trainer.fit` (fit to one noisy image and return it denoised) and dataset mode
-  :meth:`Trainer.fit_dataset` (train on batches from a sampler, then :meth:`Trainer.denoise` anything);
-* :meth:`Trainer.reset` re-initialises the weights in place (one copy per tensor) and zeroes the
-  optimiser state, so many images reuse one model, one optimiser and (on CUDA) the same captured graphs;
-* bf16 autocast, channels-last and CUDA-graph capture of the network (forward and backward, through
-  ``torch.cuda.make_graphed_callables``) on CUDA; all three are ignored on the CPU;
-* per-iteration seeds derived from ``(seed, t)``, so a resumed run repeats an uninterrupted one;
-* loss log per iteration (kept on the device, synchronised only when the progress bar refreshes),
-  optional tqdm progress bar with loss and PSNR against a clean reference, checkpoint save/resume.
+and overrides small hooks only where it really differs: ``resolve`` (device-dependent defaults),
+``check``, ``default_iters``, ``load_init`` (pretrained weights), ``model_channels``/``prepare``/``finish``
+(input and output transforms, e.g. P2N's grayscale handling or Noise2Same's standardisation),
+``batches`` (what single-image mode trains on, e.g. random crops), ``dataset_batch``, ``lr_at`` (schedule),
+``new_state`` (per-run state such as Blind2Grad's mask reference), ``infer`` (inference), ``stages`` (a
+second stage training another network: APR-RD's distillation).
+
+:class:`Trainer` owns everything else, once for every method:
+
+* the networks (one :class:`Part` each: model, copy of the initial weights, optimiser), the loop,
+  schedules, seeds, bf16 autocast, channels-last and CUDA-graph capture on CUDA (all ignored on the CPU),
+  the output EMA, the progress bar, the loss/PSNR logs, checkpoints and resume;
+* single-image mode :meth:`Trainer.fit` and dataset mode :meth:`Trainer.fit_dataset`; :meth:`Trainer.denoise`;
+* **seeds per call**: ``fit(y, seed=s)`` reaches every stage and every draw (initial weights, crops,
+  masks, dropout). Building a trainer never touches the caller's global RNG, and a trainer reused for a
+  new seed re-draws its random initial weights in place, so a cached trainer and a fresh one give
+  bit-identical results for the same seed;
+* **per-run state** lives in a :class:`Run` (``trainer.run``), never in the method or its config: the
+  config is read-only after :func:`build`.
 
 ``FitConfig(reference=True)`` selects the reference configuration: the plain-torch backend of every op,
 fp32, no graph capture, no channels-last. It exists to show that the fused path reaches the same quality.
 """
 from __future__ import annotations
 
-import copy
+import contextlib
 import dataclasses
 import math
 import os
@@ -35,7 +46,9 @@ from typing import Callable
 
 import torch
 
-__all__ = ["FitConfig", "FitResult", "Trainer", "iter_seed", "resolve_device", "psnr_quick"]
+__all__ = ["FitConfig", "FitResult", "Method", "Stage", "Run", "Part", "Trainer", "build", "method_api",
+           "iter_seed", "resolve_device", "psnr_quick", "make_optimizer", "ema_update", "staircase_lr",
+           "cosine_lr", "crop_sampler", "dihedral", "load_state", "seeded", "batch_stats_bn"]
 
 
 @dataclass
@@ -47,7 +60,8 @@ class FitConfig:
         lr: learning rate.
         optimizer: ``"adamw"`` or ``"adam"``.
         weight_decay: AdamW weight decay (ignored by Adam).
-        seed: base seed; iteration t uses :func:`iter_seed` (seed, t).
+        seed: default seed of a run (``fit(..., seed=...)`` overrides it per call); iteration t uses
+            :func:`iter_seed` (seed, t).
         device: ``"auto"`` (CUDA if available), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
         amp: bf16 autocast on CUDA (ignored on the CPU).
         channels_last: channels-last network on CUDA (ignored on the CPU).
@@ -85,9 +99,9 @@ class FitConfig:
         """A copy with some fields changed (unknown names raise TypeError)."""
         return dataclasses.replace(self, **kw)
 
-    # effective settings (the reference configuration overrides the speed options)
     @property
     def op_backend(self) -> str | None:
+        """The op backend in effect (the reference configuration forces ``"torch"``)."""
         return "torch" if self.reference else self.backend
 
 
@@ -96,12 +110,12 @@ class FitResult:
     """What a fit returns.
 
     Attributes:
-        output: (B, C, H, W) network output on the input after the last step.
-        ema_output: output EMA (None when ``ema`` is None).
-        losses: loss per iteration (floats).
+        output: (B, C, H, W) denoised input after the last step (the method's inference).
+        ema_output: output EMA (None when ``ema`` is None or the method's steps give no estimate).
+        losses: loss per iteration (floats; every stage in order).
         psnr: list of (iteration, PSNR dB of the step's estimate) when a clean reference was given.
-        iters: iterations run in this call (after any resume).
-        seconds: wall time of the loop.
+        iters: iterations run in this call (after any resume; every stage).
+        seconds: wall time of the loop(s).
     """
 
     output: torch.Tensor
@@ -117,6 +131,7 @@ class FitResult:
         return self.ema_output if self.ema_output is not None else self.output
 
 
+# ---------------------------------------------------------------------------------------------- helpers
 def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
     """``"auto"``/None -> CUDA if available else CPU; a requested CUDA device that is missing raises."""
     if device is None or device == "auto":
@@ -127,11 +142,11 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
     return dev
 
 
-def make_optimizer(params, cfg: FitConfig, device: torch.device) -> torch.optim.Optimizer:
+def make_optimizer(params, cfg: FitConfig, device: torch.device, lr: float | None = None) -> torch.optim.Optimizer:
     """The config's Adam/AdamW over ``params`` (fused single-kernel update on CUDA)."""
     params = list(params)
     name = cfg.optimizer.lower()
-    kw = {"lr": cfg.lr}
+    kw = {"lr": cfg.lr if lr is None else lr}
     if device.type == "cuda":
         kw["fused"] = True   # one kernel for the whole parameter update
     if name == "adamw":
@@ -156,18 +171,236 @@ def ema_update(ema: torch.Tensor | None, est: torch.Tensor, decay: float) -> tor
     return est.clone() if ema is None else ema.mul_(decay).add_(est, alpha=1 - decay)
 
 
+def staircase_lr(base_lr: float, t: int, every: int, factor: float) -> float:
+    """``base_lr * factor ** (t // every)`` (constant when ``every`` <= 0)."""
+    return base_lr if every <= 0 else base_lr * factor ** (t // every)
+
+
+def cosine_lr(base_lr: float, t: int, total: int) -> float:
+    """Cosine decay from ``base_lr`` at t=0 to 0 at t=total."""
+    return 0.5 * base_lr * (1.0 + math.cos(math.pi * min(t, total) / max(1, total)))
+
+
 def psnr_quick(pred: torch.Tensor, clean: torch.Tensor) -> float:
     """Mean PSNR in dB with the library's default convention (clamp, round to uint8, peak 255)."""
+    from fastdenoise.metrics import psnr
+
+    return float(psnr(pred.detach().float().cpu(), clean.detach().float().cpu()).mean())
+
+
+def load_state(path: str) -> dict:
+    """fp32 state dict of a network from ``path``: a plain (or fp16) state dict, a ``{"state_dict": ...}``
+    file, or an engine checkpoint (its first network, or the one saved under ``"model"``)."""
+    ck = torch.load(path, map_location="cpu", weights_only=False)
+    if isinstance(ck, dict) and "state_dict" in ck:
+        ck = ck["state_dict"]
+    elif isinstance(ck, dict) and isinstance(ck.get("parts"), dict):
+        ck = next(iter(ck["parts"].values()))["model"]
+    elif isinstance(ck, dict) and isinstance(ck.get("model"), dict):
+        ck = ck["model"]
+    return {k: v.float() if v.is_floating_point() else v for k, v in ck.items()}
+
+
+@contextlib.contextmanager
+def seeded(seed: int, device: torch.device | None = None):
+    """torch's global RNG seeded with ``seed`` inside, the caller's RNG state restored outside.
+
+    Only the CPU generator (and the generator of ``device`` when it is a CUDA device) is touched."""
+    cuda = device is not None and device.type == "cuda"
+    devs = [device.index if device.index is not None else torch.cuda.current_device()] if cuda else []
+    with torch.random.fork_rng(devices=devs):
+        torch.default_generator.manual_seed(int(seed))
+        if cuda:
+            with torch.cuda.device(devs[0]):
+                torch.cuda.manual_seed(int(seed))
+        yield
+
+
+@contextlib.contextmanager
+def batch_stats_bn(model: torch.nn.Module):
+    """BatchNorm layers normalise with the current batch's statistics and leave the running ones alone."""
+    bns = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    saved = [(m.training, m.track_running_stats) for m in bns]
+    for m in bns:
+        m.training, m.track_running_stats = True, False
     try:
-        from fastdenoise.metrics import psnr
-
-        return float(psnr(pred.detach().float().cpu(), clean.detach().float().cpu()).mean())
-    except ImportError:  # metrics module not available: the same convention inline
-        q = lambda v: torch.floor(v.detach().float().clamp(0, 1) * 255 + 0.5)  # noqa: E731
-        mse = float((q(pred) - q(clean)).pow(2).mean())
-        return float("inf") if mse == 0 else 10 * math.log10(255.0**2 / mse)
+        yield
+    finally:
+        for m, (tr, trs) in zip(bns, saved):
+            m.training, m.track_running_stats = tr, trs
 
 
+def dihedral(x: torch.Tensor, k: int) -> torch.Tensor:
+    """The k-th (0..7) of the 8 dihedral transforms of the last two axes (rot90 by k % 4, flipped if k >= 4)."""
+    if k >= 4:
+        x = x.flip(-1)
+    return torch.rot90(x, k % 4, (-2, -1)) if k % 4 else x
+
+
+def crop_sampler(images: list, crop: int, batch: int, seed: int = 0,
+                 augment: bool = False) -> Callable[[int], torch.Tensor]:
+    """Dataset-mode sampler: ``sampler(t)`` -> (batch, C, crop, crop) random crops of ``images``.
+
+    ``images`` are (C, H, W) (or (1, C, H, W)) float tensors with the same C; images smaller than
+    ``crop`` are reflect/replicate padded; ``augment`` applies a random dihedral transform per crop.
+    Crops depend only on (seed, t), so a resumed run sees the same batches; they stay on the images'
+    device.
+    """
+    if not len(images):
+        raise ValueError("images must not be empty")
+    if crop < 1 or batch < 1:
+        raise ValueError(f"crop and batch must be >= 1, got crop={crop}, batch={batch}")
+    imgs = []
+    for im in images:
+        im = torch.as_tensor(im).float()
+        if im.dim() == 4 and im.shape[0] == 1:
+            im = im[0]
+        if im.dim() != 3:
+            raise ValueError(f"images must be (C, H, W), got shape {tuple(im.shape)}")
+        h, w = im.shape[-2:]
+        if h < crop or w < crop:
+            ph, pw = max(0, crop - h), max(0, crop - w)
+            mode = "reflect" if ph < h and pw < w else "replicate"
+            im = torch.nn.functional.pad(im[None], (0, pw, 0, ph), mode=mode)[0]
+        imgs.append(im)
+
+    def sampler(t: int) -> torch.Tensor:
+        g = torch.Generator().manual_seed(iter_seed(seed + 7919, t))
+        out = []
+        for _ in range(batch):
+            im = imgs[int(torch.randint(len(imgs), (1,), generator=g))]
+            h, w = im.shape[-2:]
+            y0 = int(torch.randint(h - crop + 1, (1,), generator=g))
+            x0 = int(torch.randint(w - crop + 1, (1,), generator=g))
+            k = int(torch.randint(8, (1,), generator=g))
+            c = im[:, y0:y0 + crop, x0:x0 + crop]
+            out.append(dihedral(c, k) if augment else c)
+        return torch.stack(out).contiguous()
+
+    return sampler
+
+
+def _canonical_strides(shape, fmt) -> tuple:
+    c, h, w = shape[1], shape[2], shape[3]
+    if fmt == torch.channels_last:
+        return (h * w * c, 1, w * c, c)
+    return (c * h * w, h * w, w, 1)
+
+
+# ---------------------------------------------------------------------------------------------- methods
+@dataclass
+class Stage:
+    """One training phase of a method: the network ``part`` it trains and its ``step``.
+
+    Attributes:
+        name: stage name (progress bar, checkpoints, logs).
+        part: name of the network (see :meth:`Method.parts`) the stage trains.
+        step: ``step(run, y, t, total, seed) -> (loss, estimate)``.
+        lr: base learning rate of the stage's optimiser.
+        lr_at: schedule ``lr_at(t, total) -> lr`` (None: constant ``lr``).
+        iters: ``iters(total)`` maps the fit's iteration count to the stage's (None: the same).
+        on_start: ``on_start(run)`` before the first iteration (e.g. a student initialised from a teacher).
+    """
+
+    name: str
+    part: str
+    step: Callable
+    lr: float
+    lr_at: Callable[[int, int], float] | None = None
+    iters: Callable[[int], int] | None = None
+    on_start: Callable[["Run"], None] | None = None
+
+
+class Method:
+    """Base class of the methods: the hooks the engine calls, with their defaults.
+
+    A method object holds only its (read-only) config; everything a run changes lives in :class:`Run`.
+    """
+
+    name = "method"
+    summary = ""          # one line for the CLI's method list
+    Config: type = FitConfig
+    #: the method's inference draws from torch's global RNG (e.g. dropout): the engine seeds it per run
+    uses_torch_rng = False
+
+    def __init__(self, cfg: FitConfig):
+        self.cfg = cfg
+
+    # --- configuration
+    def resolve(self, cfg: FitConfig, device: torch.device) -> FitConfig:
+        """``cfg`` with device-dependent defaults (fields left None) filled in."""
+        return cfg
+
+    def check(self) -> None:
+        """Raise ValueError for an invalid config."""
+
+    def default_iters(self, device: torch.device) -> int:
+        return 100
+
+    # --- networks
+    def parts(self) -> tuple[str, ...]:
+        """Names of the networks the method trains (one optimiser each)."""
+        return ("model",)
+
+    def model_channels(self, in_ch: int) -> int:
+        """Channels of the network for ``in_ch``-channel images (P2N: RGB weights for grayscale too)."""
+        return in_ch
+
+    def make_model(self, in_ch: int, part: str = "model") -> torch.nn.Module:
+        raise NotImplementedError
+
+    def load_init(self, model: torch.nn.Module, part: str = "model") -> bool:
+        """Load initial weights into the fresh ``model`` (``cfg.weights``); True when every weight was
+        loaded, so the initial state no longer depends on the seed."""
+        path = getattr(self.cfg, "weights", None)
+        if part != self.parts()[0] or not path:
+            return False
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"weights file not found: {path}")
+        model.load_state_dict(load_state(path))
+        return True
+
+    # --- data
+    def prepare(self, y: torch.Tensor) -> tuple[torch.Tensor, Any]:
+        """Input transform before training and inference; returns ``(x, ctx)`` for :meth:`finish`."""
+        return y, None
+
+    def finish(self, out: torch.Tensor, ctx: Any) -> torch.Tensor:
+        """Output transform (inverse of :meth:`prepare`)."""
+        return out
+
+    def batches(self, run: "Run", x: torch.Tensor) -> Callable[[int], torch.Tensor]:
+        """What single-image mode trains on at iteration t (default: the whole prepared image)."""
+        return lambda t: x
+
+    def dataset_crops(self, device: torch.device, crop: int | None, batch: int | None) -> tuple[int, int]:
+        """Crop side and batch size of dataset-mode training (``train``; None: the method's default)."""
+        return crop or 128, batch or 4
+
+    def augment_crops(self) -> bool:
+        """Random dihedral transform per dataset-mode crop."""
+        return False
+
+    # --- training
+    def new_state(self, run: "Run") -> dict:
+        """Per-run state of the method (kept in ``run.state``)."""
+        return {}
+
+    def stages(self) -> list[Stage]:
+        return [Stage(self.name, self.parts()[0], self.step, self.cfg.lr, self.lr_at)]
+
+    lr_at = None  # a method with a schedule defines lr_at(self, t, total)
+
+    def step(self, run: "Run", y: torch.Tensor, t: int, total: int, seed: int):
+        raise NotImplementedError
+
+    # --- inference
+    def infer(self, run: "Run", x: torch.Tensor, **options) -> torch.Tensor:
+        """Denoise the prepared input (default: one eval-mode pass of the first network)."""
+        return run.forward(x)
+
+
+# ---------------------------------------------------------------------------------------------- networks
 class _Shared(torch.nn.Module):
     """A module that runs (and owns the parameters of) ``model``; one per captured input shape."""
 
@@ -200,7 +433,7 @@ class _GraphedNet:
         fn = self.graphs.get(key)
         if fn is None:
             try:
-                # capture needs autograd on (the P2N/Nb2Nb first pass calls the net under no_grad)
+                # capture needs autograd on (some first passes run under no_grad)
                 with torch.enable_grad(), self._autocast():
                     sample = x.detach().clone().requires_grad_(False)
                     # a fresh wrapper per shape: make_graphed_callables patches the forward of the module it
@@ -217,54 +450,28 @@ class _GraphedNet:
             return fn(x)
 
 
-class Trainer:
-    """Model + initial weights + optimiser + loop for one method.
+class Part:
+    """One network of a trainer: the model, the callable that runs it in steps, its optimiser and the
+    initial weights :meth:`Trainer.reset` restores (re-drawn from the seed when ``make`` is set)."""
 
-    Args:
-        model: the network (moved to the config's device).
-        method: object with ``name``, ``step(trainer, y, t, total, seed) -> (loss, estimate)`` and
-            ``default_iters(device) -> int``.
-        config: the method's config (a :class:`FitConfig` subclass).
-
-    Attributes:
-        net: callable to run the network inside ``step`` (graphed on CUDA when enabled; autocast).
-        backend: the op backend to pass to the fused ops.
-    """
-
-    def __init__(self, model: torch.nn.Module, method: Any, config: FitConfig):
-        self.cfg = config
-        self.method = method
-        self.device = resolve_device(config.device)
-        cuda = self.device.type == "cuda"
-        ref = config.reference
-        self.amp = bool(config.amp and cuda and not ref)
-        self.channels_last = bool(config.channels_last and cuda and not ref)
-        self.backend = config.op_backend
-        self.model = model.to(self.device)
-        if self.channels_last:
+    def __init__(self, name: str, model: torch.nn.Module, tr: "Trainer", lr: float,
+                 make: Callable[[int], dict] | None, init_seed: int | None):
+        self.name, self.model = name, model.to(tr.device)
+        if tr.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.init_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
-        self.opt = self._make_optimizer()
-        self.net = _GraphedNet(self.model, bool(config.cuda_graph and cuda and not ref), self.amp)
-        self.t = 0                       # iterations done since the last reset
-        self.ema: torch.Tensor | None = None
-        self.loss_log: list[float] = []
-        self.psnr_log: list[tuple[int, float]] = []
-
-    # ------------------------------------------------------------------ state
-    def _make_optimizer(self) -> torch.optim.Optimizer:
-        return make_optimizer(self.model.parameters(), self.cfg, self.device)
-
-    def set_init_state(self, state: dict) -> None:
-        """Replace the weights that :meth:`reset` restores (and load them now)."""
-        with torch.no_grad():
-            for k, v in self.model.state_dict().items():
-                self.init_state[k].copy_(state[k].to(v.dtype))
-        self.reset()
+        self.opt = make_optimizer(self.model.parameters(), tr.cfg, tr.device, lr)
+        self.net = _GraphedNet(self.model, bool(tr.cfg.cuda_graph and tr.device.type == "cuda"
+                                                and not tr.cfg.reference), tr.amp)
+        self.make, self.init_seed = make, init_seed
 
     @torch.no_grad()
-    def reset(self) -> None:
-        """Restore the initial weights in place and zero the optimiser state (no reallocation)."""
+    def reset(self, seed: int) -> None:
+        """Initial weights back in place (re-drawn for a new ``seed``), optimiser state zeroed."""
+        if self.make is not None and seed != self.init_seed:
+            for k, v in self.make(seed).items():
+                self.init_state[k].copy_(v)
+            self.init_seed = seed
         for k, v in self.model.state_dict().items():
             v.copy_(self.init_state[k])
         for st in self.opt.state.values():
@@ -272,25 +479,181 @@ class Trainer:
                 if isinstance(v, torch.Tensor):
                     v.zero_()
         self.model.zero_grad(set_to_none=False)
-        self.t, self.ema = 0, None
-        self.loss_log, self.psnr_log = [], []
+
+    def set_lr(self, lr: float) -> None:
+        for g in self.opt.param_groups:
+            g["lr"] = lr
+
+
+class Run:
+    """The state of one fit: seed, progress per stage, output EMA, logs and the method's own state.
+
+    Steps see the trainer's networks through it: ``run.net`` (the network the current stage trains,
+    graphed/autocast), ``run.model`` (the module itself), ``run.parts[name].model`` (any network),
+    ``run.backend``, ``run.device`` and ``run.autocast()``.
+    """
+
+    def __init__(self, tr: "Trainer", seed: int):
+        self.trainer, self.seed = tr, int(seed)
+        self.stage = 0                      # index of the current stage
+        self.t = 0                          # iterations done in the current stage
+        self.done: list[str] = []           # stages finished
+        self.dataset_mode = False           # batches of crops of many images (fit_dataset)
+        self.ema: torch.Tensor | None = None
+        self.losses: list[float] = []
+        self.psnr: list[tuple[int, float]] = []
+        self.part = tr.parts[tr.stages[0].part]
+        self.state = tr.method.new_state(self)
+
+    # what steps use
+    @property
+    def net(self) -> Callable:
+        return self.part.net
+
+    @property
+    def model(self) -> torch.nn.Module:
+        return self.part.model
+
+    @property
+    def parts(self) -> dict[str, Part]:
+        return self.trainer.parts
+
+    @property
+    def backend(self) -> str | None:
+        return self.trainer.backend
+
+    @property
+    def device(self) -> torch.device:
+        return self.trainer.device
+
+    @property
+    def cfg(self) -> FitConfig:
+        return self.trainer.cfg
+
+    def autocast(self):
+        """bf16 autocast on CUDA when the config asks for it (a no-op context on the CPU)."""
+        dev = self.device.type
+        return torch.autocast(dev, dtype=torch.bfloat16, enabled=self.trainer.amp and dev == "cuda",
+                              cache_enabled=False)
+
+    def torch_rng(self, offset: int = 0):
+        """torch's global RNG seeded from (seed + offset, t) inside (restored outside)."""
+        return seeded(iter_seed(self.seed + offset, self.t), self.device)
+
+    @torch.no_grad()
+    def forward(self, x: torch.Tensor, part: str | None = None, *, batch_stats: bool = False,
+                **kw) -> torch.Tensor:
+        """One eval-mode pass of a network (default: the first) under autocast; fp32.
+        ``batch_stats``: BatchNorm layers normalise with the statistics of ``x`` (running ones untouched)."""
+        model = self.trainer.parts[part or self.trainer.stages[0].part].model
+        model.eval()
+        try:
+            with batch_stats_bn(model) if batch_stats else contextlib.nullcontext(), self.autocast():
+                out = model(x, **kw)
+        finally:
+            model.train()
+        return out.float()
+
+    def state_dict(self) -> dict:
+        return {"seed": self.seed, "stage": self.stage, "t": self.t, "done": list(self.done), "ema": self.ema,
+                "dataset_mode": self.dataset_mode,
+                "losses": list(self.losses), "psnr": list(self.psnr), "state": dict(self.state)}
+
+    def load_state_dict(self, ck: dict) -> None:
+        self.seed, self.stage, self.t = int(ck["seed"]), int(ck["stage"]), int(ck["t"])
+        self.done, self.ema, self.dataset_mode = list(ck["done"]), ck["ema"], bool(ck["dataset_mode"])
+        self.losses, self.psnr = list(ck["losses"]), list(ck["psnr"])
+        self.state = dict(ck["state"])
+        self.part = self.trainer.parts[self.trainer.stages[self.stage].part]
+
+
+# ---------------------------------------------------------------------------------------------- trainer
+class Trainer:
+    """The networks, optimisers and loop of one method (see the module docstring). Use :func:`build`.
+
+    Attributes:
+        cfg: the method's resolved config (read-only).
+        method: the :class:`Method`.
+        parts: the networks by name; ``model``/``opt``/``net`` are those of the first.
+        run: the state of the last (or current) fit.
+        backend: the op backend to pass to the fused ops.
+    """
+
+    def __init__(self, method: Method, models: dict[str, torch.nn.Module],
+                 makers: dict[str, Callable[[int], dict] | None] | None = None, init_seed: int = 0):
+        cfg = method.cfg
+        self.cfg, self.method = cfg, method
+        self.device = resolve_device(cfg.device)
+        cuda, ref = self.device.type == "cuda", cfg.reference
+        self.amp = bool(cfg.amp and cuda and not ref)
+        self.channels_last = bool(cfg.channels_last and cuda and not ref)
+        self.backend = cfg.op_backend
+        self.stages = method.stages()
+        lrs = {s.part: s.lr for s in reversed(self.stages)}
+        makers = makers or {}
+        self.parts = {name: Part(name, m, self, lrs.get(name, cfg.lr), makers.get(name), init_seed)
+                      for name, m in models.items()}
+        self.run = Run(self, init_seed)
+
+    # first network (what most methods have)
+    @property
+    def model(self) -> torch.nn.Module:
+        return next(iter(self.parts.values())).model
+
+    @property
+    def opt(self) -> torch.optim.Optimizer:
+        return next(iter(self.parts.values())).opt
+
+    @property
+    def net(self) -> Callable:
+        return next(iter(self.parts.values())).net
+
+    @property
+    def ema(self) -> torch.Tensor | None:
+        return self.run.ema
+
+    # ------------------------------------------------------------------ state
+    def seed_of(self, seed: int | None) -> int:
+        from fastdenoise._runtime import check_seed
+
+        return check_seed(self.cfg.seed if seed is None else seed)
+
+    def reset(self, seed: int | None = None) -> None:
+        """Initial weights back in place for ``seed`` (default: the config's), optimisers zeroed, a new run."""
+        seed = self.seed_of(seed)
+        for p in self.parts.values():
+            p.reset(seed)
+        self.run = Run(self, seed)
 
     def to_input(self, y: torch.Tensor) -> torch.Tensor:
+        """``y`` as the networks take it: float32 (B, C, H, W) on the device, in the trainer's memory format
+        with canonical strides (also on size-1 axes, whose strides change the reduction order of some CPU
+        kernels: the same image must give the same bits however it was made)."""
         y = y.to(self.device, torch.float32)
         if y.dim() == 3:
             y = y.unsqueeze(0)
-        if self.channels_last:
-            y = y.contiguous(memory_format=torch.channels_last)
-        return y.contiguous() if not self.channels_last else y
+        fmt = torch.channels_last if self.channels_last else torch.contiguous_format
+        if not y.is_contiguous(memory_format=fmt) or y.stride() != _canonical_strides(y.shape, fmt):
+            y = y.clone(memory_format=fmt)
+        return y
+
+    def total_iters(self, iters: int | None) -> int:
+        if iters is None:
+            iters = self.cfg.iters
+        if iters is None:
+            iters = self.method.default_iters(self.device)
+        if isinstance(iters, bool) or int(iters) != iters or int(iters) < 0:
+            raise ValueError(f"iters must be an integer >= 0, got {iters!r}")
+        return int(iters)
 
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict:
-        return {"method": getattr(self.method, "name", "?"), "t": self.t, "model": self.model.state_dict(),
-                "opt": self.opt.state_dict(), "ema": self.ema, "losses": list(self.loss_log),
-                "psnr": list(self.psnr_log), "config": dataclasses.asdict(self.cfg)}
+        return {"method": self.method.name, "config": dataclasses.asdict(self.cfg), "run": self.run.state_dict(),
+                "parts": {n: {"model": p.model.state_dict(), "opt": p.opt.state_dict()}
+                          for n, p in self.parts.items()}}
 
     def save_checkpoint(self, path: str) -> None:
-        """Atomic checkpoint: weights, optimiser state, iteration, EMA and logs."""
+        """Atomic checkpoint: every network, optimiser state, the run (stage, iteration, EMA, logs)."""
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         tmp = f"{path}.tmp{os.getpid()}"
         torch.save(self.state_dict(), tmp)
@@ -298,57 +661,86 @@ class Trainer:
 
     def load_checkpoint(self, path: str) -> None:
         ck = torch.load(path, map_location=self.device, weights_only=False)
+        if ck.get("method") != self.method.name:
+            raise ValueError(f"checkpoint {path} is of method {ck.get('method')!r}, not {self.method.name!r}")
         with torch.no_grad():
-            for k, v in self.model.state_dict().items():
-                v.copy_(ck["model"][k])
-        self.opt.load_state_dict(ck["opt"])
-        self.t, self.ema = int(ck["t"]), ck.get("ema")
-        self.loss_log, self.psnr_log = list(ck.get("losses", [])), list(ck.get("psnr", []))
+            for n, p in self.parts.items():
+                for k, v in p.model.state_dict().items():
+                    v.copy_(ck["parts"][n]["model"][k])
+                p.opt.load_state_dict(ck["parts"][n]["opt"])
+        self.run = Run(self, ck["run"]["seed"])
+        self.run.load_state_dict(ck["run"])
+
+    def _resuming(self) -> bool:
+        c = self.cfg
+        return bool(c.resume and c.checkpoint and os.path.exists(c.checkpoint))
 
     # ------------------------------------------------------------------ loop
-    def _loop(self, get_batch: Callable[[int], torch.Tensor], total: int, clean: torch.Tensor | None,
-              desc: str, use_ema: bool = True) -> tuple[float, int]:
-        cfg = self.cfg
-        if cfg.resume and cfg.checkpoint and os.path.exists(cfg.checkpoint):
-            self.load_checkpoint(cfg.checkpoint)
-        start = self.t
+    def _train(self, get_batch: Callable[[int], torch.Tensor], iters: int | None,
+               clean: torch.Tensor | None, use_ema: bool) -> tuple[float, int]:
+        """Run every stage (from where the run stands) on ``get_batch(t)`` batches."""
+        total0 = self.total_iters(iters)
+        secs, n = 0.0, 0
+        run = self.run
+        for i, stage in enumerate(self.stages):
+            if i < run.stage:
+                continue
+            if i > run.stage:               # a fresh stage
+                run.stage, run.t = i, 0
+            run.part = self.parts[stage.part]
+            total = stage.iters(total0) if stage.iters else total0
+            if run.t == 0 and stage.on_start is not None:
+                stage.on_start(run)
+            s, k = self._loop(stage, get_batch, total, clean, use_ema)
+            secs, n = secs + s, n + k
+            if stage.name not in run.done:
+                run.done.append(stage.name)
+        run.stage = len(self.stages)
+        return secs, n
+
+    def _loop(self, stage: Stage, get_batch, total: int, clean, use_ema: bool) -> tuple[float, int]:
+        cfg, run, part = self.cfg, self.run, self.run.part
+        start = run.t
         bar = None
         if cfg.progress and start < total:
             from tqdm.auto import tqdm
 
-            bar = tqdm(total=total, initial=start, desc=desc, dynamic_ncols=True)
+            bar = tqdm(total=total, initial=start, desc=stage.name, dynamic_ncols=True)
         pending: list[torch.Tensor] = []
+        rng = run.torch_rng() if self.method.uses_torch_rng else contextlib.nullcontext()
         t0 = time.perf_counter()
-        self.model.train()
-        for t in range(start, total):
-            y = get_batch(t)
-            loss, est = self.method.step(self, y, t, total, iter_seed(cfg.seed, t))
-            self.opt.zero_grad(set_to_none=False)
-            loss.backward()
-            self.opt.step()
-            pending.append(loss.detach().float())
-            if use_ema and cfg.ema is not None and est is not None:
-                self.ema = ema_update(self.ema, est, cfg.ema)
-            self.t = t + 1
-            last = self.t == total
-            if last or (self.t - start) % max(1, cfg.log_every) == 0:
-                self.loss_log.extend(torch.stack(pending).cpu().tolist())
-                pending = []
-                post = {"loss": f"{self.loss_log[-1]:.4g}"}
-                if clean is not None and est is not None and clean.shape == est.shape:
-                    p = psnr_quick(self.ema if self.ema is not None else est, clean)
-                    self.psnr_log.append((t, p))
-                    post["psnr"] = f"{p:.2f}"
-                if bar is not None:
-                    bar.set_postfix(post, refresh=False)
-                    bar.update(self.t - bar.n)
-            if cfg.checkpoint and cfg.checkpoint_every and self.t % cfg.checkpoint_every == 0 and not last:
-                if pending:
-                    self.loss_log.extend(torch.stack(pending).cpu().tolist())
+        part.model.train()
+        with rng:
+            for t in range(start, total):
+                if stage.lr_at is not None:
+                    part.set_lr(stage.lr_at(t, total))
+                loss, est = stage.step(run, get_batch(t), t, total, iter_seed(run.seed, t))
+                part.opt.zero_grad(set_to_none=False)
+                loss.backward()
+                part.opt.step()
+                pending.append(loss.detach().float())
+                if use_ema and cfg.ema is not None and est is not None:
+                    run.ema = ema_update(run.ema, est, cfg.ema)
+                run.t = t + 1
+                last = run.t == total
+                if last or (run.t - start) % max(1, cfg.log_every) == 0:
+                    run.losses.extend(torch.stack(pending).cpu().tolist())
                     pending = []
-                self.save_checkpoint(cfg.checkpoint)
+                    post = {"loss": f"{run.losses[-1]:.4g}"}
+                    if clean is not None and est is not None and clean.shape == est.shape:
+                        p = psnr_quick(run.ema if run.ema is not None else est, clean)
+                        run.psnr.append((t, p))
+                        post["psnr"] = f"{p:.2f}"
+                    if bar is not None:
+                        bar.set_postfix(post, refresh=False)
+                        bar.update(run.t - bar.n)
+                if cfg.checkpoint and cfg.checkpoint_every and run.t % cfg.checkpoint_every == 0 and not last:
+                    if pending:
+                        run.losses.extend(torch.stack(pending).cpu().tolist())
+                        pending = []
+                    self.save_checkpoint(cfg.checkpoint)
         if pending:
-            self.loss_log.extend(torch.stack(pending).cpu().tolist())
+            run.losses.extend(torch.stack(pending).cpu().tolist())
         if bar is not None:
             bar.close()
         if self.device.type == "cuda":
@@ -356,111 +748,142 @@ class Trainer:
         secs = time.perf_counter() - t0
         if cfg.checkpoint:
             self.save_checkpoint(cfg.checkpoint)
-        return secs, self.t - start
+        return secs, run.t - start
 
+    # ------------------------------------------------------------------ modes
     def fit(self, y: torch.Tensor, *, iters: int | None = None, clean: torch.Tensor | None = None,
-            reset: bool = True) -> FitResult:
+            seed: int | None = None, reset: bool = True) -> FitResult:
         """Single-image mode: fit to the noisy ``y`` (B, C, H, W) and return it denoised.
 
         Args:
             y: noisy image(s), float on [0, 1] (batch entries are fitted jointly).
-            iters: iterations (default: the config's, else the method's default for the device).
+            iters: iterations (default: the config's, else the method's default for the device; a method
+                with a second stage maps it to that stage's count).
             clean: optional clean reference (same shape) for the PSNR log and progress bar.
-            reset: re-initialise weights and optimiser first (False continues the current state).
+            seed: seed of every draw of this fit (default: the config's).
+            reset: re-initialise weights and optimiser first (False continues the current run).
         """
-        if reset and not (self.cfg.resume and self.cfg.checkpoint and os.path.exists(self.cfg.checkpoint)):
-            self.reset()
+        if self._resuming():
+            self.load_checkpoint(self.cfg.checkpoint)
+        elif reset:
+            self.reset(seed)
         y = self.to_input(y)
+        x, ctx = self.method.prepare(y)
         if clean is not None:
-            clean = clean.to(self.device, torch.float32).reshape(y.shape)
-        total = self.total_iters(iters)
-        secs, n = self._loop(lambda t: y, total, clean, f"{getattr(self.method, 'name', 'fit')}")
-        out = self.denoise(y)
-        return FitResult(out, None if self.ema is None else self.ema.clone(), list(self.loss_log),
-                         list(self.psnr_log), n, secs)
+            clean = self.method.prepare(clean.to(self.device, torch.float32).reshape(y.shape))[0]
+        secs, n = self._train(self.method.batches(self.run, x), iters, clean, use_ema=True)
+        out = self.method.finish(self._infer(x), ctx)
+        ema = None if self.run.ema is None else self.method.finish(self.run.ema.clone(), ctx)
+        return FitResult(out, ema, list(self.run.losses), list(self.run.psnr), n, secs)
 
-    def fit_dataset(self, sampler: Callable[[int], torch.Tensor], *, iters: int | None = None) -> FitResult:
+    def fit_dataset(self, sampler: Callable[[int], torch.Tensor], *, iters: int | None = None,
+                    seed: int | None = None, prepared: bool = False) -> FitResult:
         """Dataset mode: train on ``sampler(t)`` batches (B, C, h, w) for ``iters`` iterations.
 
-        The weights are not reset (call :meth:`reset` to start over); ``cfg.resume`` continues from the
-        checkpoint. Use :meth:`denoise` afterwards.
+        The weights are not reset (call :meth:`reset` to start over) but a new run starts (seed ``seed``);
+        ``cfg.resume`` continues from the checkpoint. Use :meth:`denoise` afterwards. No output EMA: every
+        iteration sees different crops. Batches go through the method's :meth:`Method.prepare` (per crop)
+        unless ``prepared`` (crops of images that were prepared whole, as ``train`` does).
         """
-        total = self.total_iters(iters)
-        # no output EMA in dataset mode: every iteration sees different crops
-        secs, n = self._loop(lambda t: self.to_input(sampler(t)), total, None, "train", use_ema=False)
-        return FitResult(torch.empty(0), None, list(self.loss_log), [], n, secs)
-
-    def total_iters(self, iters: int | None) -> int:
-        if iters is None:
-            iters = self.cfg.iters
-        if iters is None:
-            iters = self.method.default_iters(self.device)
-        if int(iters) < 0:
-            raise ValueError(f"iters must be >= 0, got {iters}")
-        return int(iters)
+        if self._resuming():
+            self.load_checkpoint(self.cfg.checkpoint)
+        else:
+            self.run = Run(self, self.seed_of(seed))
+        self.run.dataset_mode = True
+        prep = (lambda b: b) if prepared else (lambda b: self.method.prepare(b)[0])
+        secs, n = self._train(lambda t: prep(self.to_input(sampler(t))), iters, None, use_ema=False)
+        return FitResult(torch.empty(0), None, list(self.run.losses), [], n, secs)
 
     @torch.no_grad()
-    def denoise(self, y: torch.Tensor) -> torch.Tensor:
-        """One forward pass (eval mode, fp32 output)."""
-        self.model.eval()
+    def _infer(self, x: torch.Tensor, **options) -> torch.Tensor:
+        rng = self.run.torch_rng(99991) if self.method.uses_torch_rng else contextlib.nullcontext()
+        with rng:
+            return self.method.infer(self.run, x, **options).float().contiguous()
+
+    def denoise(self, y: torch.Tensor, **options) -> torch.Tensor:
+        """Denoise ``y`` with the networks as they are (the method's inference, ``options`` passed to its
+        :meth:`Method.infer`; fp32 output)."""
         y = self.to_input(y)
-        dev = self.device.type
-        with torch.autocast(dev, dtype=torch.bfloat16, enabled=self.amp and dev == "cuda"):
-            out = self.model(y)
-        self.model.train()
-        return out.float().contiguous()
+        x, ctx = self.method.prepare(y)
+        return self.method.finish(self._infer(x, **options), ctx)
 
 
-def clone_config(cfg: FitConfig, **kw) -> FitConfig:
-    """Deep copy of a config with fields replaced."""
-    return dataclasses.replace(copy.deepcopy(cfg), **kw)
+# ---------------------------------------------------------------------------------------------- build
+def build(method_cls: type[Method], config: FitConfig | None = None, *, in_ch: int = 3,
+          model: torch.nn.Module | None = None, models: dict | None = None, **overrides) -> Trainer:
+    """A :class:`Trainer` for ``method_cls``: its config (``overrides`` replace fields), its networks with
+    their initial weights (random ones drawn from ``config.seed`` without touching the caller's RNG, and
+    re-drawn in place when a fit asks for another seed). ``model`` (the first network) or ``models`` (by
+    part name; None entries are built) supply networks whose current weights are the init."""
+    cfg = config if config is not None else method_cls.Config()
+    if not isinstance(cfg, method_cls.Config):
+        raise TypeError(f"config must be a {method_cls.Config.__name__}, got {type(cfg).__name__}")
+    if overrides:
+        cfg = cfg.replace(**overrides)
+    if isinstance(in_ch, bool) or not isinstance(in_ch, int) or in_ch < 1:
+        raise ValueError(f"in_ch must be a positive int, got {in_ch!r}")
+    device = resolve_device(cfg.device)
+    method = method_cls(cfg)
+    cfg = method.resolve(cfg, device)
+    method = method_cls(cfg)
+    method.check()
+    from fastdenoise._runtime import check_seed
+
+    seed = check_seed(cfg.seed)
+    net_ch = method.model_channels(in_ch)
+    given = dict(models or {})
+    if model is not None:
+        given[method.parts()[0]] = model
+    unknown = set(given) - set(method.parts())
+    if unknown:
+        raise ValueError(f"models has unknown parts {sorted(unknown)}; {method.name} has {list(method.parts())}")
+    models, makers = {}, {}
+    for i, name in enumerate(method.parts()):
+        if given.get(name) is not None:
+            models[name], makers[name] = given[name], None     # the given network's weights are the init
+            continue
+
+        def make(s: int, name: str = name, i: int = i) -> dict:
+            with seeded(s + i):
+                return method.make_model(net_ch, name).state_dict()
+
+        with seeded(seed + i):
+            m = method.make_model(net_ch, name)
+        fixed = method.load_init(m, name)
+        models[name], makers[name] = m, (None if fixed else make)
+    return Trainer(method, models, makers, seed)
 
 
-def dihedral(x: torch.Tensor, k: int) -> torch.Tensor:
-    """The k-th (0..7) of the 8 dihedral transforms of the last two axes (rot90 by k % 4, flipped if k >= 4)."""
-    if k >= 4:
-        x = x.flip(-1)
-    return torch.rot90(x, k % 4, (-2, -1)) if k % 4 else x
+def method_api(method_cls: type[Method]):
+    """The module-level ``build``, ``fit`` and ``train`` functions of a method."""
 
+    def build_(config: FitConfig | None = None, *, in_ch: int = 3, model: torch.nn.Module | None = None,
+               **overrides) -> Trainer:
+        return build(method_cls, config, in_ch=in_ch, model=model, **overrides)
 
-def crop_sampler(images: list, crop: int, batch: int, seed: int = 0,
-                 augment: bool = False) -> Callable[[int], torch.Tensor]:
-    """Dataset-mode sampler: ``sampler(t)`` -> (batch, C, crop, crop) random crops of ``images``.
+    def fit(y: torch.Tensor, config: FitConfig | None = None, *, clean: torch.Tensor | None = None,
+            trainer: Trainer | None = None, seed: int | None = None, **overrides) -> FitResult:
+        tr = trainer or build_(config, in_ch=int(y.shape[-3]), **overrides)
+        return tr.fit(y, clean=clean, seed=seed)
 
-    ``images`` are (C, H, W) (or (1, C, H, W)) float tensors with the same C; images smaller than
-    ``crop`` are reflect/replicate padded; ``augment`` applies a random dihedral transform per crop.
-    Crops depend only on (seed, t), so a resumed run sees the same batches; they stay on the images'
-    device.
-    """
-    if not images:
-        raise ValueError("images must not be empty")
-    if crop < 1 or batch < 1:
-        raise ValueError(f"crop and batch must be >= 1, got crop={crop}, batch={batch}")
-    imgs = []
-    for im in images:
-        im = torch.as_tensor(im).float()
-        if im.dim() == 4 and im.shape[0] == 1:
-            im = im[0]
-        if im.dim() != 3:
-            raise ValueError(f"images must be (C, H, W), got shape {tuple(im.shape)}")
-        h, w = im.shape[-2:]
-        if h < crop or w < crop:
-            ph, pw = max(0, crop - h), max(0, crop - w)
-            mode = "reflect" if ph < h and pw < w else "replicate"
-            im = torch.nn.functional.pad(im[None], (0, pw, 0, ph), mode=mode)[0]
-        imgs.append(im)
+    def train(images: list, config: FitConfig | None = None, *, crop: int | None = None,
+              batch: int | None = None, iters: int | None = None, trainer: Trainer | None = None,
+              seed: int | None = None, **overrides) -> Trainer:
+        tr = trainer or build_(config, in_ch=int(torch.as_tensor(images[0]).shape[-3]), **overrides)
+        method = tr.method
+        imgs = [method.prepare(torch.as_tensor(im, dtype=torch.float32).reshape(1, *im.shape[-3:]))[0][0]
+                for im in images]
+        crop_, batch_ = method.dataset_crops(tr.device, crop, batch)
+        sampler = crop_sampler(imgs, crop_, batch_, tr.seed_of(seed), augment=method.augment_crops())
+        tr.fit_dataset(sampler, iters=iters, seed=seed, prepared=True)
+        return tr
 
-    def sampler(t: int) -> torch.Tensor:
-        g = torch.Generator().manual_seed(iter_seed(seed + 7919, t))
-        out = []
-        for _ in range(batch):
-            im = imgs[int(torch.randint(len(imgs), (1,), generator=g))]
-            h, w = im.shape[-2:]
-            y0 = int(torch.randint(h - crop + 1, (1,), generator=g))
-            x0 = int(torch.randint(w - crop + 1, (1,), generator=g))
-            k = int(torch.randint(8, (1,), generator=g))
-            c = im[:, y0:y0 + crop, x0:x0 + crop]
-            out.append(dihedral(c, k) if augment else c)
-        return torch.stack(out).contiguous()
-
-    return sampler
+    name = method_cls.__name__
+    build_.__doc__ = f"A :class:`~fastdenoise.methods.engine.Trainer` for {name} (see :func:`engine.build`)."
+    fit.__doc__ = (f"Single-image mode: fit {name} to ``y`` (B, C, H, W) on [0, 1] and return the "
+                   ":class:`FitResult` (``trainer`` from ``build`` is re-initialised in place and reused).")
+    train.__doc__ = (f"Dataset mode: train {name} on random crops of ``images`` ((C, H, W) tensors) and return "
+                     "the trainer; denoise afterwards with ``trainer.denoise(y)``. Checkpoint/resume through "
+                     "the config.")
+    build_.__name__ = "build"
+    return build_, fit, train

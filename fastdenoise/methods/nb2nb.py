@@ -8,10 +8,9 @@ Per iteration:
 4. ``L = mean((out - g2 y)^2) + lambda_t mean((out - g2 y - (g1 f(y) - g2 f(y)))^2)`` with the fused
    :func:`~fastdenoise.functional.nb2nb_loss` (same seed, so the same cells; nothing else materialised);
    lambda ramps per iteration, ``lambda_t = gamma (t + 1) / T`` with gamma = 2 (sRGB; 1 for raw);
-6. Adam (lr below), constant.
+5. Adam (lr below), constant.
 
-Network: :class:`~fastdenoise.models.unet_nb2nb.UNetNb2Nb` (1.26M params; UNetN2N if that module is
-missing). There is no official single-image setting ([DECISION] in METHODS 3.4). Defaults:
+Network: :class:`~fastdenoise.models.unet_nb2nb.UNetNb2Nb` (1.26M params). There is no official single-image setting ([DECISION] in METHODS 3.4). Defaults:
 
 * **CUDA: 2000 iterations, Adam lr 3e-4, upstream init** (Kaiming-normal x 0.1; the 2-5k range of
   METHODS 3.4, a few seconds on a GPU).
@@ -46,9 +45,8 @@ from dataclasses import dataclass
 import torch
 
 from fastdenoise.methods.engine import FitConfig
-from fastdenoise.methods.engine import FitResult
-from fastdenoise.methods.engine import Trainer
-from fastdenoise.methods.engine import crop_sampler
+from fastdenoise.methods.engine import Method
+from fastdenoise.methods.engine import method_api
 
 CUDA_ITERS, CPU_ITERS = 2000, 400
 CUDA_LR, CPU_LR = 3e-4, 1e-3
@@ -80,79 +78,46 @@ class Nb2NbConfig(FitConfig):
     ema: float | None = 0.98
 
 
-class Nb2Nb:
-    """The Nb2Nb step; stateless apart from its config."""
+class Nb2Nb(Method):
+    """Neighbor2Neighbor: the step below on the Nb2Nb U-Net from a fresh init."""
 
     name = "nb2nb"
+    summary = "Neighbor2Neighbor: from scratch, 2000 iterations on CUDA / 400 on the CPU"
+    Config = Nb2NbConfig
 
-    def __init__(self, config: Nb2NbConfig):
-        self.cfg = config
+    def resolve(self, cfg: Nb2NbConfig, device: torch.device) -> Nb2NbConfig:
+        cuda = device.type == "cuda"
+        return cfg.replace(init_scale=(CUDA_INIT_SCALE if cuda else CPU_INIT_SCALE) if cfg.init_scale is None
+                           else cfg.init_scale,
+                           lr=(CUDA_LR if cuda else CPU_LR) if cfg.lr is None else cfg.lr)
+
+    def check(self) -> None:
+        s = self.cfg.init_scale
+        if not (isinstance(s, (int, float)) and not isinstance(s, bool) and 0 < s < float("inf")):
+            raise ValueError(f"init_scale must be a positive finite number, got {s!r}")
 
     def default_iters(self, device: torch.device) -> int:
         return CUDA_ITERS if device.type == "cuda" else CPU_ITERS
 
-    def step(self, tr: Trainer, y: torch.Tensor, t: int, total: int, seed: int):
-        import fastdenoise.functional as F
-
-        be = tr.backend
-        with torch.no_grad():
-            fy = tr.net(y).float()
-        g1, _ = F.neighbor_subsample(y, seed, backend=be)
-        out = tr.net(g1).float()
-        lam = self.cfg.gamma * (t + 1) / max(1, total) if self.cfg.ramp else self.cfg.gamma
-        loss = F.nb2nb_loss(out, y, fy, seed, lam, backend=be)
-        return loss, fy
-
-
-def make_model(in_ch: int = 3, init_scale: float = CUDA_INIT_SCALE) -> torch.nn.Module:
-    """The Nb2Nb U-Net, its Kaiming init times ``init_scale`` (UNetN2N as a stand-in if
-    ``fastdenoise.models.unet_nb2nb`` is missing)."""
-    try:
+    def make_model(self, in_ch: int, part: str = "model") -> torch.nn.Module:
         from fastdenoise.models.unet_nb2nb import UNetNb2Nb
 
-        return UNetNb2Nb(in_ch, in_ch, init_scale=init_scale)
-    except ImportError:
-        from fastdenoise.models.unet_n2n import UNetN2N
+        return UNetNb2Nb(in_ch, in_ch, init_scale=self.cfg.init_scale)
 
-        return UNetN2N(in_ch)
+    def step(self, run, y: torch.Tensor, t: int, total: int, seed: int):
+        import fastdenoise.functional as F
 
-
-def build(config: Nb2NbConfig | None = None, *, in_ch: int = 3, model: torch.nn.Module | None = None,
-          **overrides) -> Trainer:
-    """A :class:`Trainer` for Nb2Nb (a fresh network seeded by ``config.seed``, or ``model``)."""
-    from fastdenoise.methods.engine import resolve_device
-
-    cfg = config or Nb2NbConfig()
-    if overrides:
-        cfg = cfg.replace(**overrides)
-    cuda = resolve_device(cfg.device).type == "cuda"
-    if cfg.init_scale is None:
-        cfg = cfg.replace(init_scale=CUDA_INIT_SCALE if cuda else CPU_INIT_SCALE)
-    if not (isinstance(cfg.init_scale, (int, float)) and not isinstance(cfg.init_scale, bool)
-            and 0 < cfg.init_scale < float("inf")):
-        raise ValueError(f"init_scale must be a positive finite number, got {cfg.init_scale!r}")
-    if cfg.lr is None:
-        cfg = cfg.replace(lr=CUDA_LR if cuda else CPU_LR)
-    if model is None:
-        torch.manual_seed(cfg.seed)
-        model = make_model(in_ch, cfg.init_scale)
-        if cfg.weights:
-            from fastdenoise.methods.p2n import load_weights
-
-            model.load_state_dict(load_weights(cfg.weights))
-    return Trainer(model, Nb2Nb(cfg), cfg)
+        be = run.backend
+        # 1. f(y) under no_grad (the regulariser's stop-gradient)
+        with torch.no_grad():
+            fy = run.net(y).float()
+        # 2. g1(y) from the fused neighbour sub-sampler
+        g1, _ = F.neighbor_subsample(y, seed, backend=be)
+        # 3. out = f(g1(y))
+        out = run.net(g1).float()
+        # 4. L = |out - g2 y|^2 + lambda_t |out - g2 y - (g1 f(y) - g2 f(y))|^2 (same seed: same cells)
+        lam = self.cfg.gamma * (t + 1) / max(1, total) if self.cfg.ramp else self.cfg.gamma
+        return F.nb2nb_loss(out, y, fy, seed, lam, backend=be), fy
 
 
-def fit(y: torch.Tensor, config: Nb2NbConfig | None = None, *, clean: torch.Tensor | None = None,
-        trainer: Trainer | None = None, **overrides) -> FitResult:
-    """Single-image mode: fit Nb2Nb to ``y`` (B, C, H, W) on [0, 1] and return the result."""
-    tr = trainer or build(config, in_ch=y.shape[-3], **overrides)
-    return tr.fit(y, clean=clean)
-
-
-def train(images: list, config: Nb2NbConfig | None = None, *, crop: int = 128, batch: int = 4,
-          iters: int | None = None, trainer: Trainer | None = None, **overrides) -> Trainer:
-    """Dataset mode: train on random crops of ``images`` ((C, H, W) tensors); return the trainer."""
-    tr = trainer or build(config, in_ch=int(torch.as_tensor(images[0]).shape[0]), **overrides)
-    tr.fit_dataset(crop_sampler(images, crop, batch, tr.cfg.seed), iters=iters)
-    return tr
+build, fit, train = method_api(Nb2Nb)

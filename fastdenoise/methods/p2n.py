@@ -43,12 +43,14 @@ from dataclasses import dataclass
 import torch
 
 from fastdenoise.methods.engine import FitConfig
-from fastdenoise.methods.engine import FitResult
+from fastdenoise.methods.engine import Method
 from fastdenoise.methods.engine import Trainer
-from fastdenoise.methods.engine import crop_sampler
+from fastdenoise.methods.engine import load_state
+from fastdenoise.methods.engine import method_api
 
 WEIGHTS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "weights")
 DEFAULT_WEIGHTS = os.path.join(WEIGHTS_DIR, "unet_n2n_gauss.pt")
+INITS = ("gaussian_pretrained", "scratch")
 
 
 @dataclass
@@ -83,106 +85,81 @@ class P2NConfig(FitConfig):
     weights: str | None = None
 
 
-def load_weights(path: str | None = None) -> dict:
-    """fp32 state dict of a UNetN2N checkpoint (the shipped fp16 file, a plain state dict, or a
-    :class:`~fastdenoise.methods.engine.Trainer` checkpoint)."""
-    path = DEFAULT_WEIGHTS if path is None else path
-    ck = torch.load(path, map_location="cpu", weights_only=False)
-    if isinstance(ck, dict) and "state_dict" in ck:
-        ck = ck["state_dict"]
-    elif isinstance(ck, dict) and "model" in ck and isinstance(ck["model"], dict):
-        ck = ck["model"]
-    return {k: v.float() for k, v in ck.items()}
-
-
-class P2N:
-    """The P2N step; stateless apart from its config."""
+class P2N(Method):
+    """Positive2Negative: the step below on the N2N U-Net from the Gaussian-pretrained start."""
 
     name = "p2n"
+    summary = "Positive2Negative (default): 100 iterations from a Gaussian-pretrained U-Net"
+    Config = P2NConfig
 
-    def __init__(self, config: P2NConfig):
-        self.cfg = config
+    def check(self) -> None:
+        if self.cfg.init not in INITS:
+            raise ValueError(f"init must be one of {INITS}, got {self.cfg.init!r}")
 
-    def default_iters(self, device: torch.device) -> int:
-        return 100
+    def pretrained(self) -> bool:
+        return self.cfg.init == "gaussian_pretrained"
 
-    def step(self, tr: Trainer, y: torch.Tensor, t: int, total: int, seed: int):
-        return _p2n_step(self.cfg, tr.backend, lambda x: tr.net(x).float(),
-                         lambda z: tr.net(z).float().chunk(2, dim=0), y, t, total, seed)
+    def model_channels(self, in_ch: int) -> int:
+        # the Gaussian-pretrained start is RGB: a grayscale image is fitted as three equal channels
+        return 3 if self.pretrained() and in_ch == 1 else in_ch
+
+    def make_model(self, in_ch: int, part: str = "model") -> torch.nn.Module:
+        from fastdenoise.models.unet_n2n import UNetN2N
+
+        return UNetN2N(in_ch)
+
+    def load_init(self, model: torch.nn.Module, part: str = "model") -> bool:
+        if not self.pretrained():
+            return super().load_init(model, part)
+        path = self.cfg.weights or DEFAULT_WEIGHTS
+        if model.in_ch != 3:
+            raise ValueError(f"the Gaussian-pretrained weights are RGB (or grayscale through replication); "
+                             f"in_ch={model.in_ch} needs init='scratch'")
+        if os.path.exists(path):
+            model.load_state_dict(load_state(path))
+            return True
+        if self.cfg.weights:
+            raise FileNotFoundError(f"weights file not found: {self.cfg.weights}")
+        warnings.warn(f"shipped P2N weights missing ({path}); starting from scratch", stacklevel=2)
+        return False
+
+    def prepare(self, y: torch.Tensor):
+        gray = self.pretrained() and y.shape[1] == 1
+        return (y.expand(-1, 3, -1, -1).contiguous() if gray else y), gray
+
+    def finish(self, out: torch.Tensor, gray) -> torch.Tensor:
+        return out.mean(dim=1, keepdim=True) if gray else out
+
+    def step(self, run, y: torch.Tensor, t: int, total: int, seed: int):
+        return p2n_step(self.cfg, run.backend, lambda x: run.net(x).float(),
+                        lambda z: run.net(z).float().chunk(2, dim=0), y, t, total, seed)
 
 
-def _p2n_step(c: P2NConfig, be, net, net_pair, y: torch.Tensor, t: int, total: int, seed: int):
-    """One P2N iteration: ``net(y)`` gives x_hat (fp32), ``net_pair(z)`` maps the renoised
-    [positives; negatives] batch to ``(out_pos, out_neg)``. Returns ``(loss, x_hat detached)``."""
+def p2n_step(c: P2NConfig, be, net, net_pair, y: torch.Tensor, t: int, total: int, seed: int):
+    """One P2N iteration (the numbered steps of the module docstring): ``net(y)`` gives x_hat (fp32),
+    ``net_pair(z)`` maps the renoised [positives; negatives] batch to ``(out_pos, out_neg)``.
+    Returns ``(loss, x_hat detached)``."""
     import fastdenoise.functional as F
 
-    if c.detach:
-        with torch.no_grad():
-            x_hat = net(y)
-    else:
+    # 1. x_hat = F(y) (with gradients unless detach)
+    with torch.set_grad_enabled(torch.is_grad_enabled() and not c.detach):
         x_hat = net(y)
+    # 2. z = [x_hat + a n_hat; x_hat - b n_hat], n_hat = y - x_hat, a, b ~ N(1, sigma)
     kw = {"clamp": True} if c.clamp else {}
     z, _ = F.rdc_renoise(y, x_hat, seed, sigma=c.sigma, granularity=c.granularity, detach=c.detach,
                          backend=be, **kw)
+    # 3. one 2B forward F(z) -> (positive, negative)
     out_pos, out_neg = net_pair(z)
+    # 4. L = mean((|F(y+) - F(y-)| + eps)^gamma_t)
     gamma = F.p2n_gamma(t, total, start=c.gamma_start, end=c.gamma_end)
     return F.p2n_loss(out_pos, out_neg, gamma, c.eps, backend=be), x_hat.detach()
 
 
-def build(config: P2NConfig | None = None, *, in_ch: int = 3, model: torch.nn.Module | None = None,
-          **overrides) -> Trainer:
-    """A :class:`Trainer` for P2N with the initial weights loaded (keep it to fit many images).
-
-    Args:
-        config: a :class:`P2NConfig` (default: the P2N defaults); ``overrides`` replace fields.
-        in_ch: image channels (the shipped weights are RGB: ``in_ch`` must be 3 for them).
-        model: a network to use instead of a new UNetN2N (its current weights become the init).
-    """
-    from fastdenoise.models.unet_n2n import UNetN2N
-
-    cfg = (config or P2NConfig()).replace(**overrides) if overrides else (config or P2NConfig())
-    if cfg.init not in ("gaussian_pretrained", "scratch"):
-        raise ValueError(f"init must be 'gaussian_pretrained' or 'scratch', got {cfg.init!r}")
-    if model is None:
-        torch.manual_seed(cfg.seed)
-        model = UNetN2N(in_ch)
-        if cfg.init == "gaussian_pretrained":
-            path = cfg.weights or DEFAULT_WEIGHTS
-            if in_ch != 3:
-                raise ValueError(f"the Gaussian-pretrained weights are RGB; in_ch={in_ch} needs init='scratch' "
-                                 "(fastdenoise.denoise replicates grayscale to RGB for you)")
-            if os.path.exists(path):
-                model.load_state_dict(load_weights(path))
-            elif cfg.weights:
-                raise FileNotFoundError(f"weights file not found: {cfg.weights}")
-            else:
-                warnings.warn(f"shipped P2N weights missing ({path}); starting from scratch", stacklevel=2)
-    return Trainer(model, P2N(cfg), cfg)
-
-
-def fit(y: torch.Tensor, config: P2NConfig | None = None, *, clean: torch.Tensor | None = None,
-        trainer: Trainer | None = None, **overrides) -> FitResult:
-    """Single-image mode: fit P2N to ``y`` (B, C, H, W) on [0, 1] and return the result.
-
-    ``trainer`` (from :func:`build`) is re-initialised in place and reused; otherwise one is built.
-    """
-    tr = trainer or build(config, in_ch=y.shape[-3], **overrides)
-    return tr.fit(y, clean=clean)
-
-
-def train(images: list, config: P2NConfig | None = None, *, crop: int = 128, batch: int = 4,
-          iters: int | None = None, trainer: Trainer | None = None, **overrides) -> Trainer:
-    """Dataset mode: train on random ``crop`` crops of ``images`` ((C, H, W) tensors); return the trainer.
-
-    Denoise afterwards with ``trainer.denoise(y)``. Checkpoint/resume through the config.
-    """
-    tr = trainer or build(config, in_ch=int(torch.as_tensor(images[0]).shape[0]), **overrides)
-    tr.fit_dataset(crop_sampler(images, crop, batch, tr.cfg.seed), iters=iters)
-    return tr
+build, fit, train = method_api(P2N)
 
 
 def fit_many(images: torch.Tensor, config: P2NConfig | None = None, *, trainer: Trainer | None = None,
-             iters: int | None = None, **overrides) -> torch.Tensor:
+             iters: int | None = None, seed: int | None = None, **overrides) -> torch.Tensor:
     """Throughput mode: fit one independent copy of the network to each of ``images`` at once.
 
     ``images`` is (K, C, H, W) on [0, 1]; model k sees only image k (its own weights and AdamW state,
@@ -201,6 +178,7 @@ def fit_many(images: torch.Tensor, config: P2NConfig | None = None, *, trainer: 
         images: (K, C, H, W) noisy images, all the same size.
         config, overrides: as for :func:`build`; ``trainer`` supplies the network and initial weights.
         iters: iterations (default: the config's, else 100).
+        seed: seed of the draws (default: the config's).
 
     Returns:
         (K, C, H, W) float32 denoised images: each model's output EMA (``ema`` set), else its output on its
@@ -215,15 +193,18 @@ def fit_many(images: torch.Tensor, config: P2NConfig | None = None, *, trainer: 
                          f"{tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__}")
     tr = trainer or build(config, in_ch=images.shape[1], **overrides)
     c = tr.cfg
-    if not isinstance(c, P2NConfig):
+    if not isinstance(tr.method, P2N):
         raise TypeError("trainer must be a P2N trainer (from fastdenoise.methods.p2n.build)")
+    seed = tr.seed_of(seed)
+    tr.reset(seed)                   # initial weights for this seed (a no-op for the pretrained start)
     dev = tr.device
-    y = images.to(dev, torch.float32).contiguous()
+    y, gray = tr.method.prepare(images.to(dev, torch.float32).contiguous())
     k = y.shape[0]
     total = tr.total_iters(iters)
     model = tr.model
     names = [n for n, _ in model.named_parameters()]
-    params = {n: tr.init_state[n].to(dev).unsqueeze(0).repeat(k, *([1] * tr.init_state[n].dim()))
+    init = tr.parts["model"].init_state
+    params = {n: init[n].to(dev).unsqueeze(0).repeat(k, *([1] * init[n].dim()))
               .requires_grad_(True) for n in names}
     buffers = {n: b.unsqueeze(0).expand(k, *b.shape) for n, b in model.named_buffers()}
     opt = make_optimizer(params.values(), c, dev)
@@ -248,7 +229,7 @@ def fit_many(images: torch.Tensor, config: P2NConfig | None = None, *, trainer: 
     model.train()
     ema = None
     for t in range(total):
-        loss, est = _p2n_step(c, tr.backend, single, pair, y, t, total, iter_seed(c.seed, t))
+        loss, est = p2n_step(c, tr.backend, single, pair, y, t, total, iter_seed(seed, t))
         loss = loss * k  # the mean over K images -> the sum of the K models' own losses
         opt.zero_grad(set_to_none=False)
         loss.backward()
@@ -256,9 +237,9 @@ def fit_many(images: torch.Tensor, config: P2NConfig | None = None, *, trainer: 
         if c.ema is not None:
             ema = ema_update(ema, est, c.ema)
     if ema is not None:
-        return ema.contiguous()
+        return tr.method.finish(ema, gray).contiguous()
     with torch.no_grad():
         model.eval()
         res = single(y)
         model.train()
-    return res.contiguous()
+    return tr.method.finish(res, gray).contiguous()

@@ -215,3 +215,15 @@ class Blind2GradNet(nn.Module):
         if self.out_activation == "sigmoid":
             y = torch.sigmoid(y)
         return crop_to(y, h, w)
+
+
+class MaskedInputNet(nn.Module):
+    """Single-input view of a ``forward(x, visible_mask)`` network: ``forward(cat([x, visible], 1))``, so the
+    engine's network call, CUDA-graph capture and checkpoints apply unchanged."""
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.net(z[:, :-1], z[:, -1:])
