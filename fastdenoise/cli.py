@@ -198,7 +198,7 @@ def cmd_train(a) -> int:
     tr = get_builder(a.method)(in_ch=chans.pop(), **kw)
     res = tr.fit_dataset(crop_sampler(imgs, a.crop, a.batch, a.seed), iters=a.iters)
     last = f"{res.losses[-1]:.5g}" if res.losses else "n/a"
-    print(f"trained {a.method} on {len(imgs)} images: {tr.t} iterations ({res.iters} in this run, "
+    print(f"trained {a.method} on {len(imgs)} images: {tr.run.t} iterations ({res.iters} in this run, "
           f"{res.seconds:.1f}s), last loss {last}; checkpoint {a.out}")
     return 0
 

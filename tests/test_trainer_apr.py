@@ -32,7 +32,7 @@ def test_single_image_apr_only_and_reinit():
     tr = apr.build(iters=2, stages="apr", **TINY)
     a = tr.fit(y)
     assert a.output.shape == y.shape and a.iters == 2 and len(a.losses) == 2 and all(np.isfinite(a.losses))
-    assert tr.rd is None and not tr.distilled
+    assert tr.run.done == ["apr"]                  # no RD stage
     assert tr.opt.param_groups[0]["lr"] == pytest.approx(apr.cosine_lr(3e-4, 1, 2))
     tr.fit(_y(1)[1])
     torch.testing.assert_close(tr.fit(y).output, a.output)
@@ -71,22 +71,22 @@ def test_rd_alone_from_weights_and_bsn_init(tmp_path):
     student = Student(3)
     student.unet = BlindUNet(3, 3, base=8, dec=16, blind=False)   # the tiny BSN's widths
     st = apr.distill(imgs, path, iters=2, student_init="bsn", student=student, **TINY)
-    assert st.distilled and len(st.rd.loss_log) == 2 and st.t == 0   # BSN untouched
-    torch.testing.assert_close(st.model.state_dict()["nin_c.weight"], tr.model.state_dict()["nin_c.weight"])
+    assert st.run.done == ["rd"] and len(st.run.losses) == 2 and st.run.t == 2
+    torch.testing.assert_close(st.model.state_dict()["nin_c.weight"], tr.model.state_dict()["nin_c.weight"])  # BSN untouched
     out = st.denoise(imgs[1])
     assert out.shape == (1, 3, 24, 40) and torch.isfinite(out).all()
-    # the student started from the BSN's U-Net weights (except dec_conv1a/b)
-    init = st._bsn_init_for_student(st.rd)
-    bsn = tr.model.state_dict()
-    torch.testing.assert_close(init["unet.enc_conv1.weight"], bsn["unet.enc_conv1.weight"])
-    assert not torch.equal(init["unet.dec_conv1a.weight"], bsn["unet.dec_conv1a.weight"])
-    assert not torch.equal(st.rd.init_state["unet.enc_conv1.weight"], bsn["unet.enc_conv1.weight"])  # fresh kept
+    # the student starts from the BSN's U-Net weights (except dec_conv1a/b); its fresh init is kept for reset
+    st0 = apr.distill(imgs, path, iters=0, student_init="bsn", student=student, **TINY)
+    s0, bsn = st0.parts["student"].model.state_dict(), tr.model.state_dict()
+    torch.testing.assert_close(s0["unet.enc_conv1.weight"], bsn["unet.enc_conv1.weight"])
+    assert not torch.equal(s0["unet.dec_conv1a.weight"], bsn["unet.dec_conv1a.weight"])
+    assert not torch.equal(st0.parts["student"].init_state["unet.enc_conv1.weight"], bsn["unet.enc_conv1.weight"])
 
 
 def test_dataset_mode_both_stages():
     imgs = [_y(s, (1, 3, 40, 48))[1][0] for s in range(2)] + [torch.rand(3, 20, 24)]
     tr = apr.train(imgs, iters=2, rd_iters=1, **TINY)
-    assert tr.t == 2 and len(tr.loss_log) == 2 and len(tr.rd.loss_log) == 1 and tr.distilled
+    assert tr.run.done == ["apr", "rd"] and len(tr.run.losses) == 3 and tr.run.t == 1
     assert tr.denoise(imgs[0]).shape == (1, 3, 40, 48)
     assert tr.denoise(imgs[0], use_student=False).shape == (1, 3, 40, 48)
 

@@ -30,7 +30,7 @@ def test_single_image_ensemble_and_reinit():
     a = tr.fit(y, clean=x)
     assert a.output.shape == y.shape and a.iters == 3 and len(a.losses) == 3 and all(np.isfinite(a.losses))
     assert len(a.psnr) >= 1                            # whole-image estimates: PSNR logged
-    assert tr.method.x_m is not None and not torch.equal(tr.method.x_m, y)  # refreshed at t=2
+    assert tr.run.state["x_m"] is not None and not torch.equal(tr.run.state["x_m"], y)  # refreshed at t=2
     torch.testing.assert_close(tr.denoise(y), a.output)  # seeded ensemble: deterministic
     single = tr.denoise(y, n_samples=1)
     assert single.shape == y.shape and not torch.equal(single, a.output)
@@ -55,7 +55,7 @@ def test_reference_matches_fused():
 def test_dataset_mode():
     imgs = [_y(s, (1, 3, 40, 48))[1][0] for s in range(2)] + [torch.rand(3, 20, 24)]
     tr = b2g.train(imgs, iters=2, crop=16, batch=2, **TINY)
-    assert tr.t == 2 and len(tr.loss_log) == 2 and tr.method.x_m is None
+    assert tr.run.t == 2 and len(tr.run.losses) == 2 and tr.run.state["x_m"] is None
     assert tr.denoise(imgs[0]).shape == (1, 3, 40, 48)
 
 

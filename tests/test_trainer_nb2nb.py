@@ -91,7 +91,7 @@ def test_nb2nb_checkpoint_resume(tmp_path):
         nb2nb.train(imgs, iters=4, crop=16, batch=2, trainer=first)
     tr = nb2nb.train(imgs, iters=4, crop=16, batch=2,
                      trainer=nb2nb.build(model=tiny(), device="cpu", checkpoint=ck, resume=True))
-    assert tr.t == 4
-    np.testing.assert_allclose(tr.loss_log, full.loss_log, rtol=1e-5, atol=1e-7)
+    assert tr.run.t == 4
+    np.testing.assert_allclose(tr.run.losses, full.run.losses, rtol=1e-5, atol=1e-7)
     torch.testing.assert_close(tr.denoise(imgs[0]), full.denoise(imgs[0]))
     assert tr.denoise(imgs[1]).shape == (1, 3, 36, 40)

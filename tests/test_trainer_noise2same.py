@@ -21,16 +21,21 @@ def _smooth(seed=0, shape=(1, 3, 32, 32), sigma=0.1):
 
 
 def test_helpers():
+    from fastdenoise.functional import standardize
+    from fastdenoise.methods.engine import crop_sampler
+    from fastdenoise.methods.engine import dihedral
+    from fastdenoise.methods.engine import staircase_lr
+
     x = torch.rand(2, 3, 8, 9) * 3 + 1
-    xs, mean, std = n2s.standardize(x)
+    xs, mean, std = standardize(x)
     torch.testing.assert_close(xs.mean(dim=(-2, -1)), torch.zeros(2, 3), atol=1e-5, rtol=0)
     torch.testing.assert_close(xs.std(dim=(-2, -1), correction=0), torch.ones(2, 3), atol=1e-5, rtol=0)
     torch.testing.assert_close(xs * std + mean, x)
-    assert n2s.staircase_lr(4e-4, 4999, 5000, 0.5) == 4e-4 and n2s.staircase_lr(4e-4, 10000, 5000, 0.5) == 1e-4
-    s = n2s.dihedral_crop_sampler([torch.rand(3, 20, 24), torch.rand(3, 10, 12)], 16, 5, seed=1)
+    assert staircase_lr(4e-4, 4999, 5000, 0.5) == 4e-4 and staircase_lr(4e-4, 10000, 5000, 0.5) == 1e-4
+    s = crop_sampler([torch.rand(3, 20, 24), torch.rand(3, 10, 12)], 16, 5, seed=1, augment=True)
     assert s(3).shape == (5, 3, 16, 16) and torch.equal(s(3), s(3)) and not torch.equal(s(3), s(4))
     im = torch.arange(16.0).view(1, 4, 4)
-    assert len({tuple(n2s.dihedral(im, k).flatten().tolist()) for k in range(8)}) == 8
+    assert len({tuple(dihedral(im, k).flatten().tolist()) for k in range(8)}) == 8
 
 
 def test_single_image_and_inplace_reinit():
@@ -68,11 +73,11 @@ def test_donut_and_running_bn():
 def test_dataset_mode():
     imgs = [_smooth(s, (1, 3, 40, 48))[1][0] for s in range(2)] + [torch.rand(3, 12, 14)]
     tr = n2s.train(imgs, iters=2, **TINY)
-    assert tr.t == 2 and len(tr.loss_log) == 2
+    assert tr.run.t == 2 and len(tr.run.losses) == 2
     from fastdenoise.methods.engine import crop_sampler
 
     tr.fit_dataset(crop_sampler(imgs, 16, 2), iters=3)      # raw crops (the CLI path): standardised per crop
-    assert tr.t == 3 and np.isfinite(tr.loss_log).all()
+    assert tr.run.t == 3 and np.isfinite(tr.run.losses).all()
     assert tr.denoise(imgs[0]).shape == (1, 3, 40, 48)
 
 

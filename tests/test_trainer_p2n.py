@@ -95,7 +95,7 @@ def test_p2n_dataset_mode():
 
     imgs = [_y(s, (1, 3, 40, 48))[1][0] for s in range(2)] + [torch.rand(3, 20, 24)]
     tr = p2n.train(imgs, iters=2, crop=32, batch=2, trainer=p2n.build(model=tiny(), device="cpu"))
-    assert tr.t == 2 and len(tr.loss_log) == 2
+    assert tr.run.t == 2 and len(tr.run.losses) == 2
     assert tr.denoise(imgs[0]).shape == (1, 3, 40, 48)
 
 

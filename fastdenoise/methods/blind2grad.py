@@ -143,7 +143,9 @@ class Blind2Grad(Method):
     def _mask_reference(self, run, y: torch.Tensor, t: int) -> torch.Tensor:
         """x_m: y itself at first (and in dataset mode), the EMA of f(y) after every refresh."""
         st, c = run.state, self.cfg
-        if run.dataset_mode or st["x_m"] is None or st["x_m"].shape != y.shape:
+        if run.dataset_mode:                 # crops of many images: x_m = the batch (plain exact-count masks)
+            return y
+        if st["x_m"] is None or st["x_m"].shape != y.shape:
             st["x_m"], st["x_ema"] = y.detach().float().clone(), None
         if t > 0 and c.refresh_every > 0 and t % c.refresh_every == 0 and st["x_ema"] is not None:
             st["x_m"] = st["x_ema"].clone()
@@ -190,8 +192,9 @@ class Blind2Grad(Method):
                                  c.gamma, c.grad_on, c.detach_full, backend=be)
         # 5. the EMA of f(y) that the next refresh copies into x_m
         fd = full.detach()
-        with torch.no_grad():
-            self._update_ema(run, y, fd, win)
+        if not run.dataset_mode:
+            with torch.no_grad():
+                self._update_ema(run, y, fd, win)
         return loss, (fd if win is None else None)
 
     def infer(self, run, y: torch.Tensor, *, n_samples: int | None = None) -> torch.Tensor:

@@ -295,7 +295,7 @@ class Stage:
     Attributes:
         name: stage name (progress bar, checkpoints, logs).
         part: name of the network (see :meth:`Method.parts`) the stage trains.
-        step: ``step(run, y, t, total, seed) -> (loss, estimate)``.
+        step: ``step(run, y, t, total, seed) -> (loss, estimate)`` (None: the method's ``step``).
         lr: base learning rate of the stage's optimiser.
         lr_at: schedule ``lr_at(t, total) -> lr`` (None: constant ``lr``).
         iters: ``iters(total)`` maps the fit's iteration count to the stage's (None: the same).
@@ -304,7 +304,7 @@ class Stage:
 
     name: str
     part: str
-    step: Callable
+    step: Callable | None
     lr: float
     lr_at: Callable[[int, int], float] | None = None
     iters: Callable[[int], int] | None = None
@@ -387,7 +387,7 @@ class Method:
         return {}
 
     def stages(self) -> list[Stage]:
-        return [Stage(self.name, self.parts()[0], self.step, self.cfg.lr, self.lr_at)]
+        return [Stage(self.name, self.parts()[0], None, self.cfg.lr, self.lr_at)]
 
     lr_at = None  # a method with a schedule defines lr_at(self, t, total)
 
@@ -708,13 +708,14 @@ class Trainer:
             bar = tqdm(total=total, initial=start, desc=stage.name, dynamic_ncols=True)
         pending: list[torch.Tensor] = []
         rng = run.torch_rng() if self.method.uses_torch_rng else contextlib.nullcontext()
+        step = stage.step or self.method.step
         t0 = time.perf_counter()
         part.model.train()
         with rng:
             for t in range(start, total):
                 if stage.lr_at is not None:
                     part.set_lr(stage.lr_at(t, total))
-                loss, est = stage.step(run, get_batch(t), t, total, iter_seed(run.seed, t))
+                loss, est = step(run, get_batch(t), t, total, iter_seed(run.seed, t))
                 part.opt.zero_grad(set_to_none=False)
                 loss.backward()
                 part.opt.step()
