@@ -1,0 +1,184 @@
+"""The engine every method plugs into: one registry, seeds per call, the caller's RNG left alone, no method
+importing another, and a cached trainer giving the same bits as a fresh one for every method."""
+import ast
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from common import noisy_pair
+from fastdenoise.methods import available
+from fastdenoise.methods import get_builder
+from fastdenoise.methods import get_method
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+METHODS_DIR = os.path.join(os.path.dirname(__file__), os.pardir, "fastdenoise", "methods")
+
+# each method's own networks (so the random init depends on the seed), made small enough for the CPU
+TINY = {
+    "p2n": {"init": "scratch", "iters": 2},
+    "nb2nb": {"iters": 2},
+    "noise2same": {"iters": 2, "base": 8, "crop": 16, "batch": 2},
+    "apr": {"iters": 1, "rd_iters": 1, "base": 8, "head": 16, "crop": 32, "batch": 1},
+    "blind2grad": {"iters": 2, "base": 8, "n_masks": 2, "n_samples": 2, "infer_batch": 2},
+    "zsn2n": {"iters": 3},
+}
+
+
+def test_registry_lists_every_method_once():
+    names = available()
+    assert names == ["p2n", "nb2nb", "noise2same", "apr", "blind2grad", "zsn2n"]
+    assert set(TINY) == set(names)                         # this test covers every registered method
+    for name in names:
+        assert get_method(name).name == name
+        assert get_builder(name)(device="cpu", **TINY[name]).method.name == name
+
+
+def test_registry_feeds_cli_eval_and_quality(monkeypatch):
+    import fastdenoise.methods as methods
+    from fastdenoise.cli import build_parser
+
+    monkeypatch.setitem(methods.METHODS, "p2n_copy", "fastdenoise.methods.p2n")
+    p = build_parser()
+    a = p.parse_args(["denoise", "x.png", "-o", "out", "--method", "p2n_copy"])
+    assert a.method == "p2n_copy"
+    assert "p2n_copy" in p.format_help()
+    from fastdenoise.evaluate import evaluate
+    assert evaluate.__defaults__[2] is None                # methods=None: every registered method
+
+
+def test_no_method_module_imports_another():
+    mods = {n for n in available()}
+    for fn in os.listdir(METHODS_DIR):
+        if not fn.endswith(".py") or fn in ("__init__.py", "engine.py"):
+            continue
+        tree = ast.parse(open(os.path.join(METHODS_DIR, fn)).read())
+        me = fn[:-3]
+        for node in ast.walk(tree):
+            names = []
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+            elif isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            for n in names:
+                parts = n.split(".")
+                if parts[:2] == ["fastdenoise", "methods"] and len(parts) > 2:
+                    assert parts[2] in ("engine", me) or parts[2] not in mods, f"{fn} imports {n}"
+
+
+@pytest.mark.parametrize("name", list(TINY))
+def test_build_and_fit_leave_the_global_rng_alone(name):
+    _, y = noisy_pair(0)
+    torch.manual_seed(1234)
+    before = torch.get_rng_state()
+    tr = get_builder(name)(device="cpu", **TINY[name])
+    assert torch.equal(torch.get_rng_state(), before)
+    tr.fit(y, seed=3)
+    assert torch.equal(torch.get_rng_state(), before)
+
+
+@pytest.mark.parametrize("name", list(TINY))
+def test_cached_trainer_equals_fresh_for_the_same_seed(name):
+    """A trainer reused for another seed re-draws everything (weights, crops, masks, dropout, every
+    stage) and matches one built for that seed, bit for bit; the seed reaches APR's second stage."""
+    _, y = noisy_pair(1)
+    build = get_builder(name)
+    cached = build(device="cpu", seed=0, **TINY[name])
+    first = cached.fit(y)
+    again = cached.fit(y, seed=7)
+    fresh = build(device="cpu", seed=7, **TINY[name]).fit(y)
+    assert torch.equal(again.output, fresh.output)
+    assert again.losses == fresh.losses
+    assert not torch.equal(first.output, again.output)      # the seed changed something
+    back = cached.fit(y, seed=0)                             # and going back reproduces the first run
+    assert torch.equal(back.output, first.output) and back.losses == first.losses
+    if name == "apr":
+        assert cached.run.done == ["apr", "rd"] and len(again.losses) == 2
+        ref = build(device="cpu", seed=0, **TINY[name])
+        r0 = ref.fit(y)
+        r7 = ref.fit(y, seed=7)
+        assert r0.losses[1] != r7.losses[1]                 # stage 2 sees the new seed
+
+
+@pytest.mark.parametrize("name", ["p2n", "zsn2n"])
+def test_denoise_api_seed_per_call(name):
+    import fastdenoise.api as api
+
+    _, y = noisy_pair(2)
+    img = y[0].permute(1, 2, 0).clamp(0, 1).numpy()
+    kw = dict(method=name, device="cpu", **TINY[name])
+    api.clear_cache()
+    api.denoise(img, seed=0, **kw)
+    cached = api.denoise(img, seed=5, **kw)
+    api.clear_cache()
+    fresh = api.denoise(img, seed=5, **kw)
+    api.clear_cache()
+    np.testing.assert_array_equal(cached, fresh)
+
+
+def test_config_is_read_only_per_run():
+    """A fit's seed lives in the run, not in the config; the method object holds only the config."""
+    _, y = noisy_pair(3)
+    tr = get_builder("blind2grad")(device="cpu", **TINY["blind2grad"])
+    tr.fit(y, seed=9)
+    assert tr.cfg.seed == 0 and tr.run.seed == 9
+    assert set(vars(tr.method)) == {"cfg"}
+    assert tr.run.state["x_m"] is not None
+
+
+def test_resume_mid_second_stage(tmp_path):
+    """One checkpoint holds every network and the run: an APR-RD run killed in stage 2 resumes there."""
+    from fastdenoise.methods import apr
+
+    _, y = noisy_pair(4)
+    kw = dict(TINY["apr"], iters=2, rd_iters=2, device="cpu")
+    full = apr.fit(y, **kw)
+    ck = str(tmp_path / "apr.pt")
+    tr = apr.build(checkpoint=ck, checkpoint_every=1, **kw)
+    rd = tr.stages[1]
+    step = rd.step
+
+    def crash(run, yy, t, total, seed):
+        if t == 1:
+            raise KeyboardInterrupt
+        return step(run, yy, t, total, seed)
+
+    rd.step = crash
+    with pytest.raises(KeyboardInterrupt):
+        tr.fit(y)
+    res = apr.build(checkpoint=ck, resume=True, **kw).fit(y)
+    assert res.iters == 1                                     # only the missing RD iteration ran
+    assert res.losses == full.losses
+    assert torch.equal(res.output, full.output)
+
+
+def test_zsn2n_network_and_reference():
+    from fastdenoise.methods import zsn2n
+    from fastdenoise.models.zsn2n import ZSN2NNet
+
+    assert sum(p.numel() for p in ZSN2NNet(3).parameters()) == 22_275     # METHODS.md section 8
+    _, y = noisy_pair(5)
+    fused = zsn2n.fit(y, iters=3, device="cpu")
+    ref = zsn2n.fit(y, iters=3, device="cpu", reference=True)
+    np.testing.assert_allclose(fused.losses, ref.losses, rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(fused.output, ref.output, rtol=1e-4, atol=1e-5)
+    tr = zsn2n.build(device="cpu")
+    assert tr.total_iters(None) == zsn2n.CPU_ITERS
+    assert tr.method.lr_at(0, 2000) == 1e-3 and tr.method.lr_at(1499, 2000) == 1e-3
+    assert tr.method.lr_at(1500, 2000) == 5e-4                         # the reproduction's StepLR
+    with pytest.raises(ValueError, match="decay_at"):
+        zsn2n.build(device="cpu", decay_at=0)
+
+
+def test_zsn2n_denoises():
+    """A few hundred iterations on a smooth noisy image reduce the error (tiny, CPU)."""
+    from fastdenoise.methods import zsn2n
+
+    g = torch.Generator().manual_seed(0)
+    yy, xx = torch.meshgrid(torch.linspace(0, 1, 48), torch.linspace(0, 1, 48), indexing="ij")
+    x = torch.stack([0.5 + 0.3 * torch.sin(6 * yy), 0.5 + 0.3 * torch.cos(5 * xx), 0.4 + 0.3 * yy * xx])[None]
+    y = x + 0.1 * torch.randn(x.shape, generator=g)
+    res = zsn2n.fit(y, iters=150, device="cpu")
+    assert float(((res.output - x) ** 2).mean()) < 0.5 * float(((y - x) ** 2).mean())
