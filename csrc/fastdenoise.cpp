@@ -14,6 +14,7 @@ void register_p2n(pybind11::module_& m);
 void register_recharge(pybind11::module_& m);
 void register_apr(pybind11::module_& m);
 void register_noise2same(pybind11::module_& m);
+void register_zsn2n(pybind11::module_& m);
 }  // namespace fastdenoise
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
@@ -61,4 +62,5 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   fastdenoise::register_recharge(m);
   fastdenoise::register_apr(m);
   fastdenoise::register_noise2same(m);
+  fastdenoise::register_zsn2n(m);
 }

@@ -15,6 +15,8 @@ from fastdenoise.ops.recharge.api import recharge_l1_loss
 from fastdenoise.ops.noise2same.api import noise2same_loss
 from fastdenoise.ops.noise2same.api import standardize
 from fastdenoise.ops.noise2same.api import stratified_mask
+from fastdenoise.ops.zsn2n.api import pair_downsample
+from fastdenoise.ops.zsn2n.api import zsn2n_loss
 
 __all__ = [
     "apr_loss",
@@ -33,4 +35,6 @@ __all__ = [
     "s_shift",
     "shift_conv2d",
     "shifted_max_pool2d",
+    "pair_downsample",
+    "zsn2n_loss",
 ]

@@ -146,3 +146,31 @@ class RechargeL1Loss(nn.Module):
 
     def forward(self, student: torch.Tensor, y: torch.Tensor, teachers, seed: int) -> torch.Tensor:
         return F.recharge_l1_loss(student, y, teachers, seed, backend=self.backend)
+
+
+class PairDownsampler(nn.Module):
+    """Module form of :func:`fastdenoise.functional.pair_downsample` (ZS-N2N)."""
+
+    def __init__(self, backend: str | None = None):
+        super().__init__()
+        self.backend = backend
+
+    def forward(self, x: torch.Tensor):
+        return F.pair_downsample(x, backend=self.backend)
+
+    def extra_repr(self) -> str:
+        return f"backend={self.backend!r}"
+
+
+class ZSN2NLoss(nn.Module):
+    """Module form of :func:`fastdenoise.functional.zsn2n_loss`."""
+
+    def __init__(self, backend: str | None = None):
+        super().__init__()
+        self.backend = backend
+
+    def forward(self, y: torch.Tensor, n_y: torch.Tensor, n1: torch.Tensor, n2: torch.Tensor) -> torch.Tensor:
+        return F.zsn2n_loss(y, n_y, n1, n2, backend=self.backend)
+
+    def extra_repr(self) -> str:
+        return f"backend={self.backend!r}"

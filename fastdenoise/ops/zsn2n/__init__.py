@@ -1,0 +1,1 @@
+"""Zero-Shot Noise2Noise (ZS-N2N): pair downsampler and loss."""
