@@ -713,12 +713,7 @@ class Trainer:
         part.model.train()
         with rng:
             for t in range(start, total):
-                if stage.lr_at is not None:
-                    part.set_lr(stage.lr_at(t, total))
-                loss, est = step(run, get_batch(t), t, total, iter_seed(run.seed, t))
-                part.opt.zero_grad(set_to_none=False)
-                loss.backward()
-                part.opt.step()
+                loss, est = self._iteration(stage, step, get_batch(t), t, total)
                 pending.append(loss.detach().float())
                 if use_ema and cfg.ema is not None and est is not None:
                     run.ema = ema_update(run.ema, est, cfg.ema)
@@ -750,6 +745,35 @@ class Trainer:
         if cfg.checkpoint:
             self.save_checkpoint(cfg.checkpoint)
         return secs, run.t - start
+
+    def _iteration(self, stage: Stage, step: Callable, batch: torch.Tensor, t: int, total: int):
+        """One training iteration of ``stage``: schedule, step, backward, optimiser step."""
+        run, part = self.run, self.run.part
+        if stage.lr_at is not None:
+            part.set_lr(stage.lr_at(t, total))
+        loss, est = step(run, batch, t, total, iter_seed(run.seed, t))
+        part.opt.zero_grad(set_to_none=False)
+        loss.backward()
+        part.opt.step()
+        return loss, est
+
+    def stepper(self, y: torch.Tensor, *, total: int | None = None, seed: int | None = None) -> Callable:
+        """A fresh single-image run on ``y`` and a function ``it(t) -> loss`` running its first stage's
+        iteration ``t`` of ``total`` (what benchmarks time: exactly the loop's iteration, no logging)."""
+        self.reset(seed)
+        x, _ = self.method.prepare(self.to_input(y))
+        batches = self.method.batches(self.run, x)
+        stage = self.stages[0]
+        self.run.part = self.parts[stage.part]
+        if stage.on_start is not None:
+            stage.on_start(self.run)
+        step = stage.step or self.method.step
+        total = self.total_iters(total)
+
+        def it(t: int) -> torch.Tensor:
+            return self._iteration(stage, step, batches(t), t, total)[0]
+
+        return it
 
     # ------------------------------------------------------------------ modes
     def fit(self, y: torch.Tensor, *, iters: int | None = None, clean: torch.Tensor | None = None,
