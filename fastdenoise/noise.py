@@ -22,6 +22,7 @@ import torch
 
 from fastdenoise._runtime import check_float
 from fastdenoise._runtime import check_seed
+from fastdenoise._runtime import opmath_dtype
 
 __all__ = ["NoiseSpec", "add_gaussian", "add_noise", "add_poisson", "parse_noise"]
 
@@ -87,7 +88,7 @@ def add_gaussian(x, sigma, seed: int):
     g = torch.Generator().manual_seed(check_seed(seed))
     n_img, bshape = _bshape(t)
     std = _per_image(sigma, n_img, g) / 255.0
-    work = torch.float64 if t.dtype == torch.float64 else torch.float32
+    work = opmath_dtype(t.dtype)
     z = torch.randn(t.shape, generator=g, dtype=work)
     noise = (z * std.to(work).view(bshape)).to(device=t.device)
     y = (t.to(work) + noise).to(t.dtype)

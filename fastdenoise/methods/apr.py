@@ -44,7 +44,7 @@ from fastdenoise.methods.engine import Method
 from fastdenoise.methods.engine import Stage
 from fastdenoise.methods.engine import build as _build
 from fastdenoise.methods.engine import cosine_lr
-from fastdenoise.methods.engine import crop_sampler
+from fastdenoise.methods.engine import CropTraining
 from fastdenoise.methods.engine import method_api
 
 CUDA_ITERS, CPU_ITERS = 3000, 150
@@ -100,7 +100,7 @@ class APRConfig(FitConfig):
     weights: str | None = None
 
 
-class APR(Method):
+class APR(CropTraining, Method):
     """APR-RD: stage 1 trains the BSN (part ``"bsn"``) with the APR step, stage 2 distils it into the
     student (part ``"student"``) with the RD step; either stage can run alone (``stages``)."""
 
@@ -159,18 +159,6 @@ class APR(Method):
         if c.rd_iters is not None:
             return int(c.rd_iters)
         return max(1, apr_total // 2) if "apr" in c.stages.split("+") else apr_total
-
-    # --- data: random (augmented) crops of the one image
-    def batches(self, run, x: torch.Tensor):
-        c = self.cfg
-        sampler = crop_sampler(list(x), c.crop, c.batch, run.seed, augment=c.augment)
-        return lambda t: run.trainer.to_input(sampler(t))
-
-    def dataset_crops(self, device, crop, batch):
-        return crop or self.cfg.crop, batch or self.cfg.batch
-
-    def augment_crops(self) -> bool:
-        return self.cfg.augment
 
     # --- stage 1: APR on the BSN
     def apr_start(self, run) -> None:

@@ -46,7 +46,7 @@ from typing import Callable
 
 import torch
 
-__all__ = ["FitConfig", "FitResult", "Method", "Stage", "Run", "Part", "Trainer", "build", "method_api",
+__all__ = ["FitConfig", "FitResult", "Method", "CropTraining", "Stage", "Run", "Part", "Trainer", "build", "method_api",
            "iter_seed", "resolve_device", "psnr_quick", "make_optimizer", "ema_update", "staircase_lr",
            "cosine_lr", "crop_sampler", "dihedral", "load_state", "seeded", "batch_stats_bn"]
 
@@ -398,6 +398,23 @@ class Method:
     def infer(self, run: "Run", x: torch.Tensor, **options) -> torch.Tensor:
         """Denoise the prepared input (default: one eval-mode pass of the first network)."""
         return run.forward(x)
+
+
+class CropTraining:
+    """Method mixin: single-image mode trains on random crops of the one (prepared) image, ``cfg.crop``
+    square, ``cfg.batch`` per step, a random dihedral transform each when ``cfg.augment`` (the crops
+    depend only on the run's seed and t); dataset mode uses the same sizes by default."""
+
+    def batches(self, run: "Run", x: torch.Tensor) -> Callable[[int], torch.Tensor]:
+        c = self.cfg
+        sampler = crop_sampler(list(x), c.crop, c.batch, run.seed, augment=c.augment)
+        return lambda t: run.trainer.to_input(sampler(t))
+
+    def dataset_crops(self, device: torch.device, crop: int | None, batch: int | None) -> tuple[int, int]:
+        return crop or self.cfg.crop, batch or self.cfg.batch
+
+    def augment_crops(self) -> bool:
+        return self.cfg.augment
 
 
 # ---------------------------------------------------------------------------------------------- networks

@@ -39,7 +39,7 @@ import torch
 
 from fastdenoise.methods.engine import FitConfig
 from fastdenoise.methods.engine import Method
-from fastdenoise.methods.engine import crop_sampler
+from fastdenoise.methods.engine import CropTraining
 from fastdenoise.methods.engine import method_api
 from fastdenoise.methods.engine import staircase_lr
 from fastdenoise.ops.noise2same.reference import standardize
@@ -92,7 +92,7 @@ class Noise2SameConfig(FitConfig):
     weights: str | None = None
 
 
-class Noise2Same(Method):
+class Noise2Same(CropTraining, Method):
     """Noise2Same: the step below on augmented crops of the standardised image."""
 
     name = "noise2same"
@@ -129,17 +129,6 @@ class Noise2Same(Method):
 
     def finish(self, out: torch.Tensor, stats) -> torch.Tensor:
         return out if stats is None else out * stats[1] + stats[0]
-
-    def batches(self, run, x: torch.Tensor):
-        c = self.cfg
-        sampler = crop_sampler(list(x), c.crop, c.batch, run.seed, augment=c.augment)
-        return lambda t: run.trainer.to_input(sampler(t))
-
-    def dataset_crops(self, device, crop, batch):
-        return crop or self.cfg.crop, batch or self.cfg.batch
-
-    def augment_crops(self) -> bool:
-        return self.cfg.augment
 
     def lr_at(self, t: int, total: int) -> float:
         return staircase_lr(self.cfg.lr, t, self.cfg.decay_every, self.cfg.decay)
