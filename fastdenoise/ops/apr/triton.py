@@ -9,8 +9,13 @@ from fastdenoise._runtime import opmath_dtype
 from fastdenoise._runtime import seed_halves
 from fastdenoise._triton_rng import choice
 from fastdenoise._triton_rng import packed
+from fastdenoise._triton_util import EXACT
+from fastdenoise._triton_util import TOLERANCE
+from fastdenoise._triton_util import bit_identical
 from fastdenoise._triton_util import block_size
 from fastdenoise._triton_util import tl_dtype
+from fastdenoise._triton_util import to_store
+from fastdenoise._triton_util import tolerance
 
 
 @triton.jit
@@ -27,6 +32,7 @@ def _sources(b, r, c, H, W, seed_lo, seed_hi):
     return r1, c1, r2, c2
 
 
+@bit_identical
 @triton.jit
 def _apr_fwd_kernel(x_ptr, h1_ptr, h2_ptr, C, H, W, seed_lo, seed_hi, NEED_H2: tl.constexpr, BLOCK: tl.constexpr):
     """One program per (image, block of pixels); the pair is drawn once and used for all C; h2 is
@@ -48,6 +54,7 @@ def _apr_fwd_kernel(x_ptr, h1_ptr, h2_ptr, C, H, W, seed_lo, seed_hi, NEED_H2: t
             tl.store(h2_ptr + plane + pix, v2, mask=m)
 
 
+@tolerance(TOLERANCE)
 @triton.jit
 def _apr_bwd_kernel(d1_ptr, d2_ptr, dx_ptr, C, H, W, seed_lo, seed_hi, s1, s2, ACC_DTYPE: tl.constexpr,
                     BLOCK: tl.constexpr):
@@ -81,7 +88,7 @@ def _apr_bwd_kernel(d1_ptr, d2_ptr, dx_ptr, C, H, W, seed_lo, seed_hi, s1, s2, A
             v2 = tl.load(d2_ptr + n, mask=h2, other=0).to(ACC_DTYPE)
             acc = acc + tl.where(h1, s1 * v1, 0.0).to(ACC_DTYPE)
             acc = acc + tl.where(h2, s2 * v2, 0.0).to(ACC_DTYPE)
-        tl.store(dx_ptr + plane + pix, acc.to(dx_ptr.dtype.element_ty), mask=m)
+        tl.store(dx_ptr + plane + pix, to_store(acc, dx_ptr.dtype.element_ty), mask=m)
 
 
 @triton.jit
@@ -89,6 +96,7 @@ def _sgn(v):
     return tl.where(v > 0, 1.0, tl.where(v < 0, -1.0, 0.0)).to(v.dtype)
 
 
+@tolerance(TOLERANCE)
 @triton.jit
 def _apr_loss_kernel(out_ptr, y_ptr, fy_ptr, grad_ptr, gr_ptr, part_ptr, C, H, W, seed_lo, seed_hi, lam, scale,
                      lscale, COMPUTE_GRAD: tl.constexpr, GRAD_FY: tl.constexpr, BLOCK: tl.constexpr):
@@ -118,9 +126,9 @@ def _apr_loss_kernel(out_ptr, y_ptr, fy_ptr, grad_ptr, gr_ptr, part_ptr, C, H, W
         acc += tl.abs(d) + lam * tl.abs(rr)
         if COMPUTE_GRAD:
             g = scale * (_sgn(d) + lam * _sgn(rr))
-            tl.store(grad_ptr + o, g.to(grad_ptr.dtype.element_ty), mask=m)
+            tl.store(grad_ptr + o, to_store(g, grad_ptr.dtype.element_ty), mask=m)
         if GRAD_FY:
-            tl.store(gr_ptr + o, (lscale * _sgn(rr)).to(gr_ptr.dtype.element_ty), mask=m)
+            tl.store(gr_ptr + o, to_store(lscale * _sgn(rr), gr_ptr.dtype.element_ty), mask=m)
     tl.store(part_ptr + b * tl.num_programs(0) + pid_j, tl.sum(acc, axis=0))
 
 
@@ -132,7 +140,7 @@ def apr_sample_fwd_triton(x: torch.Tensor, seed: int, need_h2: bool = True) -> t
     if h1.numel():
         blk = block_size(h * w)
         _apr_fwd_kernel[(triton.cdiv(h * w, blk), b)](x, h1, h2 if need_h2 else h1, c, h, w, *seed_halves(seed),
-                                                      NEED_H2=bool(need_h2), BLOCK=blk)
+                                                      NEED_H2=bool(need_h2), BLOCK=blk, **EXACT)
     return h1, h2
 
 

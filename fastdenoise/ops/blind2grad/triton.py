@@ -9,9 +9,15 @@ import triton.language as tl
 from fastdenoise._runtime import opmath_dtype
 from fastdenoise._runtime import seed_halves
 from fastdenoise._triton_rng import philox
+from fastdenoise._triton_util import EXACT
+from fastdenoise._triton_util import TOLERANCE
+from fastdenoise._triton_util import bit_identical
 from fastdenoise._triton_util import block_size
+from fastdenoise._triton_util import to_store
+from fastdenoise._triton_util import tolerance
 
 
+@bit_identical
 @triton.jit
 def _dual_mask_keys_kernel(y_ptr, x_ptr, thr_ptr, comp_ptr, N, C, HW, SENTINEL, seed_lo, seed_hi,
                            BLOCK: tl.constexpr):
@@ -33,6 +39,7 @@ def _dual_mask_keys_kernel(y_ptr, x_ptr, thr_ptr, comp_ptr, N, C, HW, SENTINEL, 
     tl.store(comp_ptr + q, comp, mask=m)
 
 
+@bit_identical
 @triton.jit
 def _dual_mask_write_kernel(comp_ptr, t_ptr, mask_ptr, HW, SENTINEL, BLOCK: tl.constexpr):
     """mask = (comp <= T[b]) & (comp < sentinel)."""
@@ -43,7 +50,7 @@ def _dual_mask_write_kernel(comp_ptr, t_ptr, mask_ptr, HW, SENTINEL, BLOCK: tl.c
     t = tl.load(t_ptr + b)
     sel = (c <= t) & (c < SENTINEL)
     val = tl.where(sel, 1.0, 0.0)  # float32 first: bool -> bfloat16 is not portable
-    tl.store(mask_ptr + b * HW + p, val.to(mask_ptr.dtype.element_ty), mask=m)
+    tl.store(mask_ptr + b * HW + p, to_store(val, mask_ptr.dtype.element_ty), mask=m)
 
 
 @triton.jit
@@ -53,6 +60,7 @@ def _diff_at(f_ptr, a_ptr, off, msk, ref):
     return fv - tl.load(a_ptr + off, mask=msk, other=0).to(ref.dtype)
 
 
+@tolerance(TOLERANCE)
 @triton.jit
 def _blind2grad_loss_kernel(a_ptr, f_ptr, y_ptr, m_ptr, coef_ptr, ga_ptr, gf_ptr, part_ptr, N, C, H, W, HW,
                             MASKED: tl.constexpr, GRAD_A: tl.constexpr, GRAD_F: tl.constexpr, BLOCK: tl.constexpr):
@@ -106,9 +114,9 @@ def _blind2grad_loss_kernel(a_ptr, f_ptr, y_ptr, m_ptr, coef_ptr, ga_ptr, gf_ptr
             gyu = tl.where(has_u, e - eu, zero)
             g = wxr * gx - wxl * gxl + wyd * gy - wyu * gyu
             if GRAD_A:
-                tl.store(ga_ptr + p, (s_c * m0 * dc + s_g * g).to(ga_ptr.dtype.element_ty), mask=inb)
+                tl.store(ga_ptr + p, to_store(s_c * m0 * dc + s_g * g, ga_ptr.dtype.element_ty), mask=inb)
             if GRAD_F:
-                tl.store(gf_ptr + p, (-(s_g * g)).to(gf_ptr.dtype.element_ty), mask=inb)
+                tl.store(gf_ptr + p, to_store(-(s_g * g), gf_ptr.dtype.element_ty), mask=inb)
     npr = tl.num_programs(0)
     tl.store(part_ptr + pid, tl.sum(acc_c, axis=0))
     tl.store(part_ptr + npr + pid, tl.sum(acc_g, axis=0))
@@ -125,13 +133,13 @@ def dual_mask_fwd_triton(y: torch.Tensor, x_m: torch.Tensor, seed: int, k: int, 
     comp = torch.empty((b, hw), dtype=torch.int64, device=y.device)
     blk = block_size(b * hw)
     _dual_mask_keys_kernel[(triton.cdiv(b * hw, blk),)](y, x_m, thr, comp, b * hw, c, hw, hw * 2**32,
-                                                        *seed_halves(seed), BLOCK=blk)
+                                                        *seed_halves(seed), BLOCK=blk, **EXACT)
     if k > 0:
         t = comp.kthvalue(k, dim=1).values.contiguous()  # on device, no host sync
     else:
         t = torch.full((b,), -1, dtype=torch.int64, device=y.device)
     blk = block_size(hw)
-    _dual_mask_write_kernel[(b, triton.cdiv(hw, blk))](comp, t, mask, hw, hw * 2**32, BLOCK=blk)
+    _dual_mask_write_kernel[(b, triton.cdiv(hw, blk))](comp, t, mask, hw, hw * 2**32, BLOCK=blk, **EXACT)
     return mask
 
 

@@ -6,11 +6,15 @@ import triton
 import triton.language as tl
 
 from fastdenoise._runtime import opmath_dtype
+from fastdenoise._triton_util import EXACT
+from fastdenoise._triton_util import bit_identical
 from fastdenoise._triton_util import block_size
 from fastdenoise._triton_util import tl_dtype
+from fastdenoise._triton_util import to_store
 from fastdenoise.ops.blindspot.reference import OFFSETS
 
 
+@bit_identical
 @triton.jit
 def _smp_fwd_kernel(x_ptr, y_ptr, idx_ptr, H, W, HO, WO, RO: tl.constexpr, CO: tl.constexpr, BLOCK: tl.constexpr,
                     ACC: tl.constexpr):
@@ -37,10 +41,11 @@ def _smp_fwd_kernel(x_ptr, y_ptr, idx_ptr, H, W, HO, WO, RO: tl.constexpr, CO: t
                 take = (v > best) | ((v != v) & (best == best))
                 best = tl.where(take, v, best)
                 k = tl.where(take, 2 * a + b, k)
-    tl.store(y_ptr + row * WO + j, best.to(y_ptr.dtype.element_ty), mask=m)
+    tl.store(y_ptr + row * WO + j, to_store(best, y_ptr.dtype.element_ty), mask=m)
     tl.store(idx_ptr + row * WO + j, k.to(tl.int8), mask=m)
 
 
+@bit_identical
 @triton.jit
 def _smp_bwd_kernel(dy_ptr, idx_ptr, dx_ptr, H, W, HO, WO, RO: tl.constexpr, CO: tl.constexpr, BLOCK: tl.constexpr):
     """One program per (plane, input row, block of columns): each input element reads its window's
@@ -72,7 +77,8 @@ def shifted_max_pool2d_fwd_triton(x: torch.Tensor, direction: int) -> tuple[torc
         ro, co = OFFSETS[direction]
         blk = block_size(wo)
         acc = tl_dtype(opmath_dtype(x.dtype))
-        _smp_fwd_kernel[(b * c * ho, triton.cdiv(wo, blk))](x, y, idx, h, w, ho, wo, RO=ro, CO=co, BLOCK=blk, ACC=acc)
+        _smp_fwd_kernel[(b * c * ho, triton.cdiv(wo, blk))](x, y, idx, h, w, ho, wo, RO=ro, CO=co, BLOCK=blk, ACC=acc,
+                                                            **EXACT)
     return y, idx
 
 
@@ -83,5 +89,5 @@ def shifted_max_pool2d_bwd_triton(dy: torch.Tensor, idx: torch.Tensor, direction
     if dx.numel():
         ro, co = OFFSETS[direction]
         blk = block_size(w)
-        _smp_bwd_kernel[(b * c * h, triton.cdiv(w, blk))](dy, idx, dx, h, w, ho, wo, RO=ro, CO=co, BLOCK=blk)
+        _smp_bwd_kernel[(b * c * h, triton.cdiv(w, blk))](dy, idx, dx, h, w, ho, wo, RO=ro, CO=co, BLOCK=blk, **EXACT)
     return dx

@@ -9,7 +9,12 @@ from fastdenoise._runtime import opmath_dtype
 from fastdenoise._runtime import seed_halves
 from fastdenoise._triton_rng import choice
 from fastdenoise._triton_rng import philox
+from fastdenoise._triton_util import EXACT
+from fastdenoise._triton_util import TOLERANCE
+from fastdenoise._triton_util import bit_identical
 from fastdenoise._triton_util import block_size
+from fastdenoise._triton_util import to_store
+from fastdenoise._triton_util import tolerance
 
 
 @triton.jit
@@ -23,6 +28,7 @@ def _pair(cell, seed_lo, seed_hi):
     return tl.where(rev, b, a), tl.where(rev, a, b)
 
 
+@bit_identical
 @triton.jit
 def _neighbor_fwd_kernel(x_ptr, g1_ptr, g2_ptr, C, H, W, HH, WH, seed_lo, seed_hi, BLOCK: tl.constexpr):
     """One program per (image, cell row, block of cells); the pair is drawn once and used for all C."""
@@ -43,6 +49,7 @@ def _neighbor_fwd_kernel(x_ptr, g1_ptr, g2_ptr, C, H, W, HH, WH, seed_lo, seed_h
         tl.store(g2_ptr + o, v2, mask=m)
 
 
+@bit_identical
 @triton.jit
 def _neighbor_bwd_kernel(dg1_ptr, dg2_ptr, dx_ptr, C, H, W, HH, WH, seed_lo, seed_hi, BLOCK: tl.constexpr):
     """Scatter: each cell writes all four of its positions (p1 <- dg1, p2 <- dg2, the others 0)."""
@@ -63,6 +70,7 @@ def _neighbor_bwd_kernel(dg1_ptr, dg2_ptr, dx_ptr, C, H, W, HH, WH, seed_lo, see
             tl.store(dx_ptr + plane + (2 * i + pos // 2) * W + 2 * j + pos % 2, v, mask=m)
 
 
+@tolerance(TOLERANCE)
 @triton.jit
 def _nb2nb_loss_kernel(out_ptr, y_ptr, fy_ptr, grad_ptr, part_ptr, C, H, W, HH, WH, seed_lo, seed_hi,
                        gamma, grad_scale, COMPUTE_GRAD: tl.constexpr, BLOCK: tl.constexpr):
@@ -91,7 +99,7 @@ def _nb2nb_loss_kernel(out_ptr, y_ptr, fy_ptr, grad_ptr, part_ptr, C, H, W, HH, 
         acc += d * d + gamma * r * r
         if COMPUTE_GRAD:
             g = grad_scale * (d + gamma * r)
-            tl.store(grad_ptr + o, g.to(grad_ptr.dtype.element_ty), mask=m)
+            tl.store(grad_ptr + o, to_store(g, grad_ptr.dtype.element_ty), mask=m)
     tl.store(part_ptr + row * tl.num_programs(1) + pid_j, tl.sum(acc, axis=0))
 
 
@@ -103,7 +111,8 @@ def neighbor_subsample_fwd_triton(x: torch.Tensor, seed: int) -> tuple[torch.Ten
     g2 = torch.empty_like(g1)
     if g1.numel():
         blk = block_size(wh)
-        _neighbor_fwd_kernel[(b * hh, triton.cdiv(wh, blk))](x, g1, g2, c, h, w, hh, wh, *seed_halves(seed), BLOCK=blk)
+        _neighbor_fwd_kernel[(b * hh, triton.cdiv(wh, blk))](x, g1, g2, c, h, w, hh, wh, *seed_halves(seed), BLOCK=blk,
+                                                             **EXACT)
     return g1, g2
 
 
@@ -114,7 +123,8 @@ def neighbor_subsample_bwd_triton(dg1: torch.Tensor, dg2: torch.Tensor, seed: in
     dx = alloc((b, c, h, w), dtype=dg1.dtype, device=dg1.device)
     if dg1.numel():
         blk = block_size(wh)
-        _neighbor_bwd_kernel[(b * hh, triton.cdiv(wh, blk))](dg1, dg2, dx, c, h, w, hh, wh, *seed_halves(seed), BLOCK=blk)
+        _neighbor_bwd_kernel[(b * hh, triton.cdiv(wh, blk))](dg1, dg2, dx, c, h, w, hh, wh, *seed_halves(seed),
+                                                             BLOCK=blk, **EXACT)
     return dx
 
 

@@ -7,26 +7,19 @@ import torch
 import triton
 import triton.language as tl
 
-from fastdenoise._runtime import interpreting
 from fastdenoise._runtime import opmath_dtype
 from fastdenoise._runtime import seed_halves
 from fastdenoise._triton_rng import choice
 from fastdenoise._triton_rng import philox
+from fastdenoise._triton_util import EXACT
+from fastdenoise._triton_util import TOLERANCE
+from fastdenoise._triton_util import bit_identical
 from fastdenoise._triton_util import block_size
+from fastdenoise._triton_util import cuda_tiles
 from fastdenoise._triton_util import tl_dtype
+from fastdenoise._triton_util import to_store
+from fastdenoise._triton_util import tolerance
 from fastdenoise.ops.noise2same.reference import n_boxes
-
-
-@triton.jit
-def _to_out(v, out_ty: tl.constexpr):
-    """Cast the op-math value to the output type with round-to-nearest-even. For bfloat16 the rounding
-    is done on the float32 bits first (the Triton interpreter truncates on a float32 -> bfloat16 cast;
-    the cast of the pre-rounded value is then exact everywhere)."""
-    if out_ty == tl.bfloat16:
-        bits = v.to(tl.float32).to(tl.uint32, bitcast=True)
-        bits = (bits + (0x7FFF + ((bits >> 16) & 1))) & 0xFFFF0000
-        v = bits.to(tl.float32, bitcast=True)
-    return v.to(out_ty)
 
 
 @triton.jit
@@ -38,6 +31,7 @@ def _nb(x_ptr, base, i, j, di: tl.constexpr, dj: tl.constexpr, H, W, hit, ACC: t
     return tl.load(x_ptr + base + a * W + b, mask=ok, other=0).to(ACC)
 
 
+@bit_identical
 @triton.jit
 def _mask_fwd_kernel(x_ptr, vals_ptr, w6_ptr, xm_ptr, m_ptr, H, W, NBH, NBW, NGBR, seed_lo, seed_hi,
                      BOX: tl.constexpr, BOXP2: tl.constexpr, NBR: tl.constexpr, DONUT: tl.constexpr,
@@ -67,13 +61,14 @@ def _mask_fwd_kernel(x_ptr, vals_ptr, w6_ptr, xm_ptr, m_ptr, H, W, NBH, NBW, NGB
                    + _nb(x_ptr, base, i, j, 1, -1, H, W, hit, ACC)) + _nb(x_ptr, base, i, j, 1, 1, H, W, hit, ACC)
         edges = ((_nb(x_ptr, base, i, j, -1, 0, H, W, hit, ACC) + _nb(x_ptr, base, i, j, 0, -1, H, W, hit, ACC))
                  + _nb(x_ptr, base, i, j, 0, 1, H, W, hit, ACC)) + _nb(x_ptr, base, i, j, 1, 0, H, W, hit, ACC)
-        rep = _to_out((corners * 0.5 + edges) * w6, xm_ptr.dtype.element_ty)
+        rep = to_store((corners * 0.5 + edges) * w6, xm_ptr.dtype.element_ty)
     else:
         rep = tl.load(vals_ptr + n, mask=col_hit, other=0)
     tl.store(xm_ptr + off, tl.where(hit, rep, xv), mask=m)
     tl.store(m_ptr + off, tl.where(hit, 1.0, 0.0).to(m_ptr.dtype.element_ty), mask=m)
 
 
+@tolerance(TOLERANCE)
 @triton.jit
 def _mask_bwd_kernel(g_ptr, m_ptr, w6_ptr, dx_ptr, H, W, NRB, DONUT: tl.constexpr, ACC: tl.constexpr,
                      BLOCK_H: tl.constexpr, BLOCK: tl.constexpr):
@@ -104,9 +99,10 @@ def _mask_bwd_kernel(g_ptr, m_ptr, w6_ptr, dx_ptr, H, W, NRB, DONUT: tl.constexp
                 else:
                     wk = w6
                 acc += tl.where(hq, gq * wk, zero)
-    tl.store(dx_ptr + base + i * W + j, _to_out(acc, dx_ptr.dtype.element_ty), mask=ok0)
+    tl.store(dx_ptr + base + i * W + j, to_store(acc, dx_ptr.dtype.element_ty), mask=ok0)
 
 
+@tolerance(TOLERANCE)
 @triton.jit
 def _loss_sums_kernel(f_ptr, g_ptr, x_ptr, m_ptr, part_ptr, N, BLOCK: tl.constexpr):
     """Per-program partials of sum (f - x)^2, sum m (f - g)^2 and sum m."""
@@ -125,6 +121,7 @@ def _loss_sums_kernel(f_ptr, g_ptr, x_ptr, m_ptr, part_ptr, N, BLOCK: tl.constex
     tl.store(part_ptr + pid * 3 + 2, tl.sum(m, axis=0))
 
 
+@tolerance(TOLERANCE)
 @triton.jit
 def _loss_bwd_kernel(coef_ptr, f_ptr, g_ptr, x_ptr, m_ptr, gf_ptr, gm_ptr, N, ACC: tl.constexpr,
                      BLOCK: tl.constexpr):
@@ -138,8 +135,8 @@ def _loss_bwd_kernel(coef_ptr, f_ptr, g_ptr, x_ptr, m_ptr, gf_ptr, gm_ptr, N, AC
     x = tl.load(x_ptr + k, mask=ok, other=0).to(ACC)
     m = tl.load(m_ptr + k, mask=ok, other=0).to(ACC)
     t = c1 * m * (f - g)
-    tl.store(gf_ptr + k, _to_out(c0 * (f - x) + t, gf_ptr.dtype.element_ty), mask=ok)
-    tl.store(gm_ptr + k, _to_out(-t, gm_ptr.dtype.element_ty), mask=ok)
+    tl.store(gf_ptr + k, to_store(c0 * (f - x) + t, gf_ptr.dtype.element_ty), mask=ok)
+    tl.store(gm_ptr + k, to_store(-t, gm_ptr.dtype.element_ty), mask=ok)
 
 
 def _w6(dtype: torch.dtype, device) -> torch.Tensor:
@@ -154,14 +151,15 @@ def noise2same_mask_fwd_triton(x: torch.Tensor, vals: torch.Tensor, seed: int, b
     xm, mask = torch.empty_like(x), torch.empty_like(x)
     if x.numel():
         # GPU: two box rows by 64 columns per program. Interpreter: big tiles (its cost is per op).
-        blk = block_size(w, hi=1024 if interpreting() else 64)
+        gpu = cuda_tiles(x.device)
+        blk = block_size(w, hi=64 if gpu else 1024)
         boxp2, ngbr = triton.next_power_of_2(box), b * c * nbh
-        nbr = min(triton.next_power_of_2(ngbr), max(1, 2**18 // (boxp2 * blk))) if interpreting() else 2
+        nbr = 2 if gpu else min(triton.next_power_of_2(ngbr), max(1, 2**18 // (boxp2 * blk)))
         vals = vals.contiguous() if not donut else x
         _mask_fwd_kernel[(triton.cdiv(ngbr, nbr), triton.cdiv(w, blk))](
             x, vals, _w6(x.dtype, x.device), xm, mask, h, w, nbh, nbw, ngbr, *seed_halves(seed),
             BOX=box, BOXP2=boxp2, NBR=nbr, DONUT=donut, ACC=tl_dtype(opmath_dtype(x.dtype)),
-            BLOCK=blk)
+            BLOCK=blk, **EXACT)
     return xm, mask
 
 
@@ -170,8 +168,9 @@ def noise2same_mask_bwd_triton(g: torch.Tensor, mask: torch.Tensor, donut: bool)
     b, c, h, w = g.shape
     dx = torch.empty_like(g)
     if g.numel():
-        blk = block_size(w, hi=1024 if interpreting() else 128)
-        bh = min(256 if interpreting() else 16, triton.next_power_of_2(h))
+        gpu = cuda_tiles(g.device)
+        blk = block_size(w, hi=128 if gpu else 1024)
+        bh = min(16 if gpu else 256, triton.next_power_of_2(h))
         nrb = triton.cdiv(h, bh)
         _mask_bwd_kernel[(b * c * nrb, triton.cdiv(w, blk))](
             g, mask, _w6(g.dtype, g.device), dx, h, w, nrb, DONUT=donut, ACC=tl_dtype(opmath_dtype(g.dtype)),

@@ -6,10 +6,13 @@ import triton
 import triton.language as tl
 
 from fastdenoise._runtime import opmath_dtype
+from fastdenoise._triton_util import EXACT
+from fastdenoise._triton_util import TOLERANCE
+from fastdenoise._triton_util import bit_identical
+from fastdenoise._triton_util import to_store
+from fastdenoise._triton_util import tolerance
 
 BLOCK = 1024
-# No FMA contraction in the renoising kernels: x + a * n is rounded exactly as torch and the C++ do it.
-_EXACT = {"enable_fp_fusion": False}
 
 
 @triton.jit
@@ -17,6 +20,7 @@ def _clamp01(z):
     return tl.where(z < 0, z * 0, tl.where(z > 1, z * 0 + 1, z))
 
 
+@bit_identical
 @triton.jit
 def _renoise_fwd_kernel(y_ptr, x_ptr, s_ptr, z_ptr, N, NS, GROUP, CLAMP: tl.constexpr, BLOCK: tl.constexpr):
     """z[i] = x + a n, z[N + i] = x - b n with n = y - x; scale pair (a, b) = s[i // GROUP], s[NS + i // GROUP]."""
@@ -32,10 +36,11 @@ def _renoise_fwd_kernel(y_ptr, x_ptr, s_ptr, z_ptr, N, NS, GROUP, CLAMP: tl.cons
     if CLAMP:
         p = _clamp01(p)
         q = _clamp01(q)
-    tl.store(z_ptr + i, p.to(z_ptr.dtype.element_ty), mask=m)
-    tl.store(z_ptr + N + i, q.to(z_ptr.dtype.element_ty), mask=m)
+    tl.store(z_ptr + i, to_store(p, z_ptr.dtype.element_ty), mask=m)
+    tl.store(z_ptr + N + i, to_store(q, z_ptr.dtype.element_ty), mask=m)
 
 
+@tolerance(TOLERANCE)
 @triton.jit
 def _renoise_bwd_kernel(dz_ptr, y_ptr, x_ptr, s_ptr, dy_ptr, dx_ptr, N, NS, GROUP, CLAMP: tl.constexpr,
                         NEED_DY: tl.constexpr, NEED_DX: tl.constexpr, BLOCK: tl.constexpr):
@@ -55,11 +60,12 @@ def _renoise_bwd_kernel(dz_ptr, y_ptr, x_ptr, s_ptr, dy_ptr, dx_ptr, N, NS, GROU
         p = tl.where((zp >= 0) & (zp <= 1), p, p * 0)
         q = tl.where((zq >= 0) & (zq <= 1), q, q * 0)
     if NEED_DY:
-        tl.store(dy_ptr + i, (a * p - b * q).to(dy_ptr.dtype.element_ty), mask=m)
+        tl.store(dy_ptr + i, to_store(a * p - b * q, dy_ptr.dtype.element_ty), mask=m)
     if NEED_DX:
-        tl.store(dx_ptr + i, ((1 - a) * p + (1 + b) * q).to(dx_ptr.dtype.element_ty), mask=m)
+        tl.store(dx_ptr + i, to_store((1 - a) * p + (1 + b) * q, dx_ptr.dtype.element_ty), mask=m)
 
 
+@tolerance(TOLERANCE)
 @triton.jit
 def _p2n_loss_kernel(p_ptr, q_ptr, grad_ptr, part_ptr, N, gm1, eps, grad_scale, COMPUTE_GRAD: tl.constexpr,
                      BLOCK: tl.constexpr):
@@ -74,7 +80,7 @@ def _p2n_loss_kernel(p_ptr, q_ptr, grad_ptr, part_ptr, N, gm1, eps, grad_scale, 
     v = tl.where(m, pw * ad, zero)
     if COMPUTE_GRAD:
         sg = tl.where(d > 0, zero + 1, tl.where(d < 0, zero - 1, zero))
-        tl.store(grad_ptr + i, (grad_scale * pw * sg).to(grad_ptr.dtype.element_ty), mask=m)
+        tl.store(grad_ptr + i, to_store(grad_scale * pw * sg, grad_ptr.dtype.element_ty), mask=m)
     tl.store(part_ptr + pid, tl.sum(v, axis=0))
 
 
@@ -90,7 +96,7 @@ def rdc_renoise_fwd_triton(y, x_hat, scales, group: int, clamp: bool) -> torch.T
     n, ns = _scales_meta(y, scales, group)
     if n:
         _renoise_fwd_kernel[(triton.cdiv(n, BLOCK),)](y, x_hat, scales, z, n, ns, group, CLAMP=clamp, BLOCK=BLOCK,
-                                                      **_EXACT)
+                                                      **EXACT)
     return z
 
 
@@ -102,7 +108,7 @@ def rdc_renoise_bwd_triton(dz, y, x_hat, scales, group: int, clamp: bool, need_d
     if n and (need_dy or need_dxh):
         _renoise_bwd_kernel[(triton.cdiv(n, BLOCK),)](dz, y, x_hat, scales, dy if need_dy else y,
                                                       dx if need_dxh else y, n, ns, group, CLAMP=clamp,
-                                                      NEED_DY=need_dy, NEED_DX=need_dxh, BLOCK=BLOCK, **_EXACT)
+                                                      NEED_DY=need_dy, NEED_DX=need_dxh, BLOCK=BLOCK, **EXACT)
     return dy, dx
 
 

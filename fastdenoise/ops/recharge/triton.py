@@ -8,9 +8,13 @@ import triton.language as tl
 from fastdenoise._runtime import opmath_dtype
 from fastdenoise._runtime import seed_halves
 from fastdenoise._triton_rng import philox
+from fastdenoise._triton_util import TOLERANCE
 from fastdenoise._triton_util import block_size
+from fastdenoise._triton_util import to_store
+from fastdenoise._triton_util import tolerance
 
 
+@tolerance(TOLERANCE)
 @triton.jit
 def _recharge_l1_kernel(s_ptr, y_ptr, t_ptr, grad_ptr, part_ptr, J, C, H, W, N, seed_lo, seed_hi, inv_n,
                         COMPUTE_GRAD: tl.constexpr, BLOCK: tl.constexpr):
@@ -39,7 +43,7 @@ def _recharge_l1_kernel(s_ptr, y_ptr, t_ptr, grad_ptr, part_ptr, J, C, H, W, N, 
             acc += tl.where(m, tl.abs(d), acc * 0)
             gs += tl.where(d > 0, acc * 0 + 1, tl.where(d < 0, acc * 0 - 1, acc * 0))
         if COMPUTE_GRAD:
-            tl.store(grad_ptr + o, (gs * inv_n).to(grad_ptr.dtype.element_ty), mask=m)
+            tl.store(grad_ptr + o, to_store(gs * inv_n, grad_ptr.dtype.element_ty), mask=m)
     tl.store(part_ptr + row * tl.num_programs(1) + pid_c, tl.sum(acc, axis=0))
 
 

@@ -13,10 +13,16 @@ import triton
 import triton.language as tl
 
 from fastdenoise._runtime import opmath_dtype
+from fastdenoise._triton_util import EXACT
+from fastdenoise._triton_util import TOLERANCE
+from fastdenoise._triton_util import bit_identical
 from fastdenoise._triton_util import block_size
 from fastdenoise._triton_util import tl_dtype
+from fastdenoise._triton_util import to_store
+from fastdenoise._triton_util import tolerance
 
 
+@bit_identical
 @triton.jit
 def _pair_fwd_kernel(x_ptr, d1_ptr, d2_ptr, H, W, HH, WH, CT: tl.constexpr, BLOCK: tl.constexpr):
     """One program per (plane, output row, block of columns): d1 = (TR + BL) * 0.5, d2 = (TL + BR) * 0.5."""
@@ -31,10 +37,11 @@ def _pair_fwd_kernel(x_ptr, d1_ptr, d2_ptr, H, W, HH, WH, CT: tl.constexpr, BLOC
     v_bl = tl.load(top + W, mask=m, other=0).to(CT)
     v_br = tl.load(top + W + 1, mask=m, other=0).to(CT)
     o = row * WH + j
-    tl.store(d1_ptr + o, ((v_tr + v_bl) * 0.5).to(d1_ptr.dtype.element_ty), mask=m)
-    tl.store(d2_ptr + o, ((v_tl + v_br) * 0.5).to(d2_ptr.dtype.element_ty), mask=m)
+    tl.store(d1_ptr + o, to_store((v_tr + v_bl) * 0.5, d1_ptr.dtype.element_ty), mask=m)
+    tl.store(d2_ptr + o, to_store((v_tl + v_br) * 0.5, d2_ptr.dtype.element_ty), mask=m)
 
 
+@bit_identical
 @triton.jit
 def _pair_bwd_kernel(g1_ptr, g2_ptr, dx_ptr, H, W, HH, WH, CT: tl.constexpr, BLOCK: tl.constexpr):
     """Transpose: TR and BL get g1 * 0.5, TL and BR get g2 * 0.5 (a dropped odd row/column stays 0)."""
@@ -44,8 +51,8 @@ def _pair_bwd_kernel(g1_ptr, g2_ptr, dx_ptr, H, W, HH, WH, CT: tl.constexpr, BLO
     plane = row // HH
     i = row - plane * HH
     o = row * WH + j
-    a = (tl.load(g1_ptr + o, mask=m, other=0).to(CT) * 0.5).to(dx_ptr.dtype.element_ty)
-    b = (tl.load(g2_ptr + o, mask=m, other=0).to(CT) * 0.5).to(dx_ptr.dtype.element_ty)
+    a = to_store(tl.load(g1_ptr + o, mask=m, other=0).to(CT) * 0.5, dx_ptr.dtype.element_ty)
+    b = to_store(tl.load(g2_ptr + o, mask=m, other=0).to(CT) * 0.5, dx_ptr.dtype.element_ty)
     top = dx_ptr + (plane * H + 2 * i) * W + 2 * j
     tl.store(top, b, mask=m)
     tl.store(top + 1, a, mask=m)
@@ -53,6 +60,7 @@ def _pair_bwd_kernel(g1_ptr, g2_ptr, dx_ptr, H, W, HH, WH, CT: tl.constexpr, BLO
     tl.store(top + W + 1, b, mask=m)
 
 
+@tolerance(TOLERANCE)
 @triton.jit
 def _zsn2n_loss_kernel(y_ptr, ny_ptr, n1_ptr, n2_ptr, scale_ptr, gy_ptr, gny_ptr, gn1_ptr, gn2_ptr, part_ptr, H,
                        W, HH, WH, GRAD_Y: tl.constexpr, GRAD_NY: tl.constexpr, GRAD_N1: tl.constexpr,
@@ -98,20 +106,20 @@ def _zsn2n_loss_kernel(y_ptr, ny_ptr, n1_ptr, n2_ptr, scale_ptr, gy_ptr, gny_ptr
     q = r1 * r1 + r2 * r2 + r3 * r3 + r4 * r4  # masked lanes are 0
     tl.store(part_ptr + row * tl.num_programs(1) + pid_j, tl.sum(q, axis=0))
     if GRAD_N1:
-        tl.store(gn1_ptr + o, ((r2 - r3) * c_scale).to(gn1_ptr.dtype.element_ty), mask=m)
+        tl.store(gn1_ptr + o, to_store((r2 - r3) * c_scale, gn1_ptr.dtype.element_ty), mask=m)
     if GRAD_N2:
-        tl.store(gn2_ptr + o, ((r1 - r4) * c_scale).to(gn2_ptr.dtype.element_ty), mask=m)
+        tl.store(gn2_ptr + o, to_store((r1 - r4) * c_scale, gn2_ptr.dtype.element_ty), mask=m)
     if GRAD_NY:
-        a = (r3 * h_scale).to(gny_ptr.dtype.element_ty)
-        b = (r4 * h_scale).to(gny_ptr.dtype.element_ty)
+        a = to_store(r3 * h_scale, gny_ptr.dtype.element_ty)
+        b = to_store(r4 * h_scale, gny_ptr.dtype.element_ty)
         tl.store(gny_ptr + top, b, mask=m)
         tl.store(gny_ptr + top + 1, a, mask=m)
         tl.store(gny_ptr + top + W, a, mask=m)
         tl.store(gny_ptr + top + W + 1, b, mask=m)
     if GRAD_Y:
         t = (r1 - r2) * h_scale
-        a = t.to(gy_ptr.dtype.element_ty)
-        b = (-t).to(gy_ptr.dtype.element_ty)
+        a = to_store(t, gy_ptr.dtype.element_ty)
+        b = to_store(-t, gy_ptr.dtype.element_ty)
         tl.store(gy_ptr + top, b, mask=m)
         tl.store(gy_ptr + top + 1, a, mask=m)
         tl.store(gy_ptr + top + W, a, mask=m)
@@ -136,7 +144,7 @@ def pair_downsample_fwd_triton(x: torch.Tensor) -> tuple[torch.Tensor, torch.Ten
     if d1.numel():
         blk = block_size(wh)
         _pair_fwd_kernel[(b * c * hh, triton.cdiv(wh, blk))](x, d1, d2, h, w, hh, wh,
-                                                             CT=tl_dtype(opmath_dtype(x.dtype)), BLOCK=blk)
+                                                             CT=tl_dtype(opmath_dtype(x.dtype)), BLOCK=blk, **EXACT)
     return d1, d2
 
 
@@ -148,7 +156,7 @@ def pair_downsample_bwd_triton(g1: torch.Tensor, g2: torch.Tensor, h: int, w: in
     if g1.numel():
         blk = block_size(wh)
         _pair_bwd_kernel[(b * c * hh, triton.cdiv(wh, blk))](g1, g2, dx, h, w, hh, wh,
-                                                             CT=tl_dtype(opmath_dtype(g1.dtype)), BLOCK=blk)
+                                                             CT=tl_dtype(opmath_dtype(g1.dtype)), BLOCK=blk, **EXACT)
     return dx
 
 
