@@ -93,8 +93,26 @@ def dihedral(p: np.ndarray, k: int) -> np.ndarray:
     return np.rot90(p, k % 4, axes=(0, 1))
 
 
+def to_gray(img: np.ndarray) -> np.ndarray:
+    """ITU-R 601 luma of an HxWx3 image, as HxWx1."""
+    return np.ascontiguousarray((img @ np.array([0.299, 0.587, 0.114], np.float32))[..., None])
+
+
+def rgb_to_gray_state(sd: dict) -> dict:
+    """UNetN2N RGB weights -> the exactly equivalent 1-channel network: the net run on a grayscale image
+    replicated to RGB with its three outputs averaged (the first conv and the input skip of dec1a are summed
+    over their input channels, the output conv averaged over its output channels)."""
+    sd = {k: v.float().clone() for k, v in sd.items()}
+    sd["enc0.weight"] = sd["enc0.weight"].sum(1, keepdim=True)
+    w = sd["dec1a.weight"]
+    sd["dec1a.weight"] = torch.cat([w[:, :-3], w[:, -3:].sum(1, keepdim=True)], 1)
+    sd["out.weight"] = sd["out.weight"].mean(0, keepdim=True)
+    sd["out.bias"] = sd["out.bias"].mean(0, keepdim=True)
+    return sd
+
+
 def sample_batch(rng, pool, batch, patch):
-    out = np.empty((batch, patch, patch, 3), dtype=np.float32)
+    out = np.empty((batch, patch, patch, pool[0].shape[-1]), dtype=np.float32)
     for i in range(batch):
         img = pool[rng.integers(len(pool))]
         h, w = img.shape[:2]
@@ -103,39 +121,37 @@ def sample_batch(rng, pool, batch, patch):
     return torch.from_numpy(out).permute(0, 3, 1, 2).contiguous()
 
 
-def eval_astronaut(net, sigma=25.0, seed=0):
-    """PSNR (dB, uint8 convention) of the net on a 256x256 astronaut crop with AWGN sigma (255 scale)."""
-    try:
-        from fastdenoise.io import load_sample
-        x = load_sample("astronaut", crop=256)
-        x = torch.as_tensor(np.asarray(x, dtype=np.float32))
-        if x.ndim == 3 and x.shape[-1] == 3:
-            x = x.permute(2, 0, 1)
-        x = x.reshape(1, 3, 256, 256)
-    except Exception:  # noqa: BLE001 - io module not there yet: same centre crop by hand
-        from skimage import data
-        a = data.astronaut().astype(np.float32) / 255.0
-        h, w = a.shape[:2]
-        a = a[(h - 256) // 2:(h - 256) // 2 + 256, (w - 256) // 2:(w - 256) // 2 + 256]
-        x = torch.from_numpy(np.ascontiguousarray(a)).permute(2, 0, 1)[None]
+def eval_astronaut(net, sigma=25.0, seed=0, name=None):
+    """PSNR (dB, uint8 convention) of the net on a 256x256 held-out crop with AWGN sigma (255 scale): the
+    astronaut for an RGB net, camera for a grayscale one (``name`` overrides)."""
+    from fastdenoise.io import load_sample
+    from fastdenoise.io import to_tensor
+    from fastdenoise.metrics import psnr
+
+    c = net.in_ch
+    x = to_tensor(load_sample(name or ("astronaut" if c == 3 else "camera"), crop=256))
+    if x.shape[1] != c:
+        x = x.mean(1, keepdim=True) if c == 1 else x.expand(-1, c, -1, -1).contiguous()
     g = torch.Generator().manual_seed(seed)
     y = x + sigma / 255.0 * torch.randn(x.shape, generator=g)
-
-    def psnr(a, b):
-        qa = torch.floor(a.clamp(0, 1) * 255 + 0.5)
-        qb = torch.floor(b.clamp(0, 1) * 255 + 0.5)
-        return 10 * math.log10(255.0**2 / float(((qa - qb) ** 2).mean()))
-
     dev = next(net.parameters()).device
     with torch.no_grad():
         xh = net(y.to(dev)).cpu()
-    return psnr(y, x), psnr(xh, x)
+    return float(psnr(y, x)[0]), float(psnr(xh, x)[0])
 
 
 def save_weights(net, path, meta):
     sd = {k: v.detach().to(torch.float16).cpu() for k, v in net.state_dict().items()}
     tmp = path + ".tmp"
-    torch.save({"arch": "UNetN2N", "in_ch": 3, "out_ch": 3, "state_dict": sd, "meta": meta}, tmp)
+    torch.save({"arch": "UNetN2N", "in_ch": net.in_ch, "out_ch": net.out_ch, "state_dict": sd, "meta": meta}, tmp)
+    os.replace(tmp, path)
+
+
+def save_state(path, net, opt, sched, rng, it, run):
+    """Everything a resumed run needs to continue exactly: fp32 weights, optimiser, schedule, RNG states."""
+    tmp = path + ".tmp"
+    torch.save({"net": net.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
+                "rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(), "it": it, "run": run}, tmp)
     os.replace(tmp, path)
 
 
@@ -158,6 +174,11 @@ def main(argv=None):
                          "that --max-minutes cut short")
     ap.add_argument("--init", default="", help="start from these weights (a file this script wrote) instead of "
                                                 "a random init: a second stage with a fresh schedule")
+    ap.add_argument("--channels", type=int, choices=(1, 3), default=3,
+                    help="3: RGB (grayscale images replicated); 1: a grayscale start (every image as its luma, "
+                         "independent noise per pixel); --init with RGB weights converts them exactly")
+    ap.add_argument("--resume", default="", help="training-state file (written every --save-every iterations "
+                                                  "next to --out as OUT.state): continue exactly where it stopped")
     ap.add_argument("--log-every", type=int, default=50)
     ap.add_argument("--save-every", type=int, default=200)
     ap.add_argument("--out", default=os.path.join(ROOT, "fastdenoise", "weights", "unet_n2n_gauss.pt"))
@@ -173,21 +194,40 @@ def main(argv=None):
           f"{len(synth)} dead-leaves images; held out: {', '.join(HELD_OUT)}", flush=True)
     print(f"config: {vars(a)}  torch {torch.__version__}  (data prep {time.time() - t0:.1f}s)", flush=True)
     nat_imgs = [im for _, im in nat]
+    if a.channels == 1:
+        nat_imgs, synth = [to_gray(im) for im in nat_imgs], [to_gray(im) for im in synth]
 
     dev = torch.device(a.device)
-    net = UNetN2N(3)
+    net = UNetN2N(a.channels)
     if a.init:
         ck = torch.load(a.init, map_location="cpu", weights_only=True)
-        net.load_state_dict({k: v.float() for k, v in ck["state_dict"].items()})
+        sd = {k: v.float() for k, v in ck["state_dict"].items()}
+        if sd["enc0.weight"].shape[1] == 3 and a.channels == 1:
+            sd = rgb_to_gray_state(sd)
+        net.load_state_dict(sd)
         print(f"init: {a.init} ({ck.get('meta', {}).get('iters', '?')} iterations)", flush=True)
     net = net.to(dev)
     opt = torch.optim.Adam(net.parameters(), lr=a.lr)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda t: 0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * min(t, a.iters) / a.iters)))
-    os.makedirs(os.path.dirname(a.out), exist_ok=True)
+    os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
+    state_path = a.out + ".state"
     t0, run = time.time(), 0.0
-    it = 0
-    for it in range(1, a.iters + 1):
+    start = 1
+    if a.resume:
+        st = torch.load(a.resume, map_location="cpu", weights_only=False)
+        net.load_state_dict(st["net"])
+        opt.load_state_dict(st["opt"])
+        sched.load_state_dict(st["sched"])
+        rng.bit_generator.state = st["rng"]
+        torch.set_rng_state(st["torch_rng"])
+        start, run = int(st["it"]) + 1, float(st["run"])
+        print(f"resumed from {a.resume} at iteration {start - 1}", flush=True)
+    else:
+        pn, pd = eval_astronaut(net)
+        print(f"start: held-out crop sigma 25: noisy {pn:.2f} dB -> {pd:.2f} dB", flush=True)
+    it = start - 1
+    for it in range(start, a.iters + 1):
         n_syn = int(rng.binomial(a.batch, a.p_synth)) if synth else 0
         parts = []
         if a.batch - n_syn:
@@ -210,10 +250,11 @@ def main(argv=None):
                   f"elapsed {time.time() - t0:7.1f}s"
             if it % (a.log_every * 10) == 0:
                 pn, pd = eval_astronaut(net)
-                msg += f" | astronaut s25: noisy {pn:.2f} dB -> {pd:.2f} dB"
+                msg += f" | held-out s25: noisy {pn:.2f} dB -> {pd:.2f} dB"
             print(msg, flush=True)
         if it % a.save_every == 0:
             save_weights(net, a.out, {"iters": it, "of": a.iters, "args": vars(a)})
+            save_state(state_path, net, opt, sched, rng, it, run)
         if a.stop_at and it >= a.stop_at:
             print(f"stop-at reached at iter {it}", flush=True)
             break
@@ -224,7 +265,7 @@ def main(argv=None):
     save_weights(net, a.out, {"iters": it, "of": a.iters, "args": vars(a), "final_avg_loss": run,
                               "astronaut_s25_psnr": pd})
     print(f"done: {it} iters in {time.time() - t0:.1f}s, final avg loss {run:.6f}; "
-          f"astronaut crop sigma 25: noisy {pn:.2f} dB -> pretrained {pd:.2f} dB; saved {a.out} "
+          f"held-out crop sigma 25: noisy {pn:.2f} dB -> pretrained {pd:.2f} dB; saved {a.out} "
           f"({os.path.getsize(a.out) / 1e6:.2f} MB)", flush=True)
 
 
