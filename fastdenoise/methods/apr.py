@@ -12,11 +12,15 @@ Stage 1, APR (per iteration, on a batch of crops ``y``):
 
 Inference of the BSN uses s=1 (APR paper; AT-BSN uses 2: ``s_infer``).
 
-Stage 2, RD: teachers ``T_s = BSN_s(y)``, s = 0..5, under ``no_grad`` from one trunk pass
-(:meth:`~fastdenoise.models.atbsn.ATBSN.teachers`), student ``fD(y)`` (``Student``, "1.00M" by default,
-fresh init by default; ``student_init="bsn"`` copies the BSN's U-Net weights as AT-BSN's distiller
-does), loss ``sum_j mean|fD(y) - recharge_j|`` with the fused
-:func:`~fastdenoise.functional.recharge_l1_loss`. The student is the final denoiser when RD ran.
+Stage 2, RD (a second network, the student, trained after stage 1 on the same batches):
+
+1. teachers ``T_s = BSN_s(y)``, s = 0..5, under ``no_grad`` from one trunk pass
+   (:meth:`~fastdenoise.models.atbsn.ATBSN.teachers`);
+2. the student ``fD(y)`` (``Student``, "1.00M" by default, fresh init by default; ``student_init="bsn"``
+   copies the BSN's U-Net weights as AT-BSN's distiller does);
+3. ``L = sum_j mean|fD(y) - recharge_j|`` with the fused :func:`~fastdenoise.functional.recharge_l1_loss`.
+
+The student is the final denoiser when RD ran.
 
 Both stages: Adam, lr 3e-4, cosine decay to 0 over the stage's iterations (the engine sets the learning
 rate from the iteration index, so resumed runs follow the same curve; ``schedule="constant"`` disables it).
