@@ -15,7 +15,7 @@ from fastdenoise.io import from_bchw
 from fastdenoise.methods import get_builder
 from fastdenoise.methods.engine import resolve_device
 
-__all__ = ["denoise", "clear_cache", "get_trainer"]
+__all__ = ["denoise", "clear_cache", "get_trainer", "trainers_for", "check_finite"]
 
 _CACHE: dict = {}
 
@@ -31,13 +31,24 @@ def _to_float(name: str, image) -> tuple[torch.Tensor, object, object]:
         raise ValueError(f"{name} array must be (H, W) or (H, W, C), got shape {image.shape}")
     t, layout = as_bchw(name, image if isinstance(image, torch.Tensor) else np.asarray(image))
     dtype = t.dtype
+    if t.numel() == 0:
+        raise ValueError(f"{name} must not be empty, got shape {tuple(t.shape)}")
     if dtype == torch.uint8:
         t = t.float() / 255.0
     elif not t.is_floating_point():
         raise TypeError(f"{name} must be uint8 or float on [0, 1], got dtype {dtype}")
-    if t.numel() == 0:
-        raise ValueError(f"{name} must not be empty, got shape {tuple(t.shape)}")
-    return t.detach().float().cpu(), layout, image.dtype if isinstance(image, np.ndarray) else dtype
+    t = t.detach().float().cpu()
+    check_finite(name, t)
+    return t, layout, image.dtype if isinstance(image, np.ndarray) else dtype
+
+
+def check_finite(name: str, t: torch.Tensor) -> None:
+    """ValueError naming ``name`` when ``t`` holds NaN or infinite values (a fit would spread them everywhere)."""
+    bad = ~torch.isfinite(t)
+    if bool(bad.any()):
+        n_nan = int(torch.isnan(t).sum())
+        raise ValueError(f"{name} has {n_nan} NaN and {int(bad.sum()) - n_nan} infinite value(s) out of "
+                         f"{t.numel()}: refusing to denoise it (fix or mask them first)")
 
 
 def _from_float(t: torch.Tensor, layout, dtype):
@@ -66,8 +77,30 @@ def get_trainer(method: str, *, device="auto", in_ch: int = 3, weights: str | No
     return tr
 
 
+def trainers_for(method: str, channels: int, *, device="auto", weights: str | None = None, **overrides) -> list:
+    """``[(first channel, count, trainer)]`` covering ``channels`` channels: one trainer for all of them, or,
+    when the method's network cannot take that many (P2N's RGB-pretrained start takes 1 or 3), RGB triples
+    then single channels, each fitted separately with the same seed."""
+    try:
+        return [(0, channels, get_trainer(method, device=device, in_ch=channels, weights=weights, **overrides))]
+    except ValueError as e:
+        if channels in (1, 3):
+            raise
+        first = e
+    groups, i = [], 0
+    while i < channels:
+        k = 3 if channels - i >= 3 else 1
+        try:
+            groups.append((i, k, get_trainer(method, device=device, in_ch=k, weights=weights, **overrides)))
+        except ValueError:
+            raise first from None
+        i += k
+    return groups
+
+
 def denoise(image, method: str = "p2n", iters: int | None = None, seed: int = 0, device: str = "auto",
-            weights: str | None = None, clean=None, return_info: bool = False, **options):
+            weights: str | None = None, clean=None, return_info: bool = False, alpha: bool = False,
+            **options):
     """Denoise one image with a self-supervised method fitted to the image itself.
 
     Args:
@@ -81,8 +114,17 @@ def denoise(image, method: str = "p2n", iters: int | None = None, seed: int = 0,
         device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
         weights: initial weights file (P2N default: the shipped Gaussian-pretrained U-Net).
         clean: optional clean reference (same kind and shape) for PSNR logging.
-        return_info: also return a dict (losses, psnr log, iterations, seconds, method, device).
-        **options: further fields of the method's config (e.g. ``ema=0.95``, ``reference=True``).
+        return_info: also return a dict (losses, psnr log, iterations, seconds, method, device, and the
+            memory plan: ``crop``/``batch`` when the image was fitted on crops, ``tile`` when it was denoised
+            in tiles).
+        alpha: the last channel is alpha (RGBA, gray + alpha): it is returned unchanged, the others denoised.
+        **options: further fields of the method's config (e.g. ``ema=0.95``, ``reference=True``,
+            ``max_memory="4G"``, ``progress=True``).
+
+    Any number of channels works with every method; a method whose network cannot take them all (P2N's
+    RGB-pretrained start) fits RGB triples and single channels separately. Images larger than the memory
+    budget (``max_memory``, default half the free memory) are fitted on crops and denoised in overlapping,
+    blended tiles; NaN or infinite values raise ValueError.
 
     Returns:
         The denoised image, of the same kind, shape and dtype as ``image`` (NumPy float outputs are
@@ -92,16 +134,26 @@ def denoise(image, method: str = "p2n", iters: int | None = None, seed: int = 0,
         >>> out = fastdenoise.denoise(noisy_uint8)            # P2N, 100 iterations
     """
     x, layout, dtype = _to_float("image", image)
-    tr = get_trainer(method, device=device, in_ch=x.shape[1], weights=weights, **options)
     ref = None
     if clean is not None:
         ref, _, _ = _to_float("clean", clean)
         if ref.shape != x.shape:
             raise ValueError(f"clean must have the shape of image {tuple(x.shape)}, got {tuple(ref.shape)}")
-    res = tr.fit(x, iters=iters, clean=ref, seed=seed)
-    result = _from_float(res.best.float().cpu(), layout, dtype)
-    if not return_info:
-        return result
-    info = {"method": method, "device": str(tr.device), "iters": res.iters, "seconds": res.seconds,
-            "losses": res.losses, "psnr": res.psnr}
-    return result, info
+    c = x.shape[1] - int(bool(alpha))
+    if c < 1:
+        raise ValueError(f"alpha=True needs at least 2 channels, got {x.shape[1]}")
+    outs, info = [], {"method": method, "iters": 0, "seconds": 0.0, "losses": [], "psnr": [], "plan": {}}
+    for i, k, tr in trainers_for(method, c, device=device, weights=weights, **options):
+        res = tr.fit(x[:, i:i + k], iters=iters, clean=None if ref is None else ref[:, i:i + k], seed=seed)
+        outs.append(res.best.float().cpu())
+        info.update(device=str(tr.device), iters=res.iters, plan=dict(tr.plan))
+        info["seconds"] += res.seconds
+        info["losses"] += res.losses
+        info["psnr"] += res.psnr
+    if alpha:
+        outs.append(x[:, c:])
+    out = torch.cat(outs, 1) if len(outs) > 1 else outs[0]
+    if not bool(torch.isfinite(out).all()):
+        raise RuntimeError(f"{method} produced NaN/infinite values (the fit diverged); try a lower lr or --iters")
+    result = _from_float(out, layout, dtype)
+    return (result, info) if return_info else result

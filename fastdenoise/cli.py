@@ -6,6 +6,9 @@ Examples:
     fastdenoise denoise noisy.png -o out/ --clean clean.png --plot
     fastdenoise train --method p2n --data noisy_dir/ --out run/p2n.pt --iters 2000 --resume
     fastdenoise denoise x.png -o out/ --weights run/p2n.pt --iters 0   # use the trained net as is
+    fastdenoise denoise photos/ -r -o out/ --max-memory 4G --progress  # a folder tree, any size; re-run resumes
+    fastdenoise denoise stack.tif -o out/ --axes ZYX                   # one model for the whole stack
+    torchrun --nproc_per_node=4 -m fastdenoise denoise photos/ -o out/ # files sharded over 4 ranks
 """
 from __future__ import annotations
 
@@ -23,13 +26,6 @@ def _methods() -> list[str]:
     from fastdenoise.methods import available
 
     return available()
-
-
-def _read(path: str):
-    """(H, W, C) float32 on [0, 1] and the file's :class:`~fastdenoise.io.ImageInfo`."""
-    from fastdenoise.io import read_image
-
-    return read_image(path)
 
 
 def _write(path: str, img: np.ndarray, like=None, protect=()) -> str:
@@ -103,10 +99,37 @@ def save_comparison(path: str, panels: list, titles: list, losses=None) -> str:
 
 
 # ---------------------------------------------------------------------------------------------- commands
-def _out_path(outdir: str, inp: str, method: str) -> str:
+def _out_path(outdir: str, inp: str, method: str, rel: str = "") -> str:
     stem, ext = os.path.splitext(os.path.basename(inp))
     ext = ext.lower() if ext.lower() in (".png", ".tif", ".tiff", ".npy") else ".png"
-    return os.path.join(outdir, f"{stem}_{method}{ext}")
+    return os.path.join(outdir, rel, f"{stem}_{method}{ext}")
+
+
+def _inside(path: str, folder: str) -> bool:
+    path, folder = os.path.realpath(path), os.path.realpath(folder)
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
+
+
+def collect_inputs(inputs: list, recursive: bool = False, exclude: str | None = None) -> list[tuple[str, str]]:
+    """``(file, relative output folder)`` for every input: files as given; folders walked (``recursive``:
+    sub-folders too, mirrored as relative folders), image files only (``IMAGE_EXT``), hidden files and
+    everything under ``exclude`` (the output folder) left out; sorted within each folder."""
+    out = []
+    for p in inputs:
+        if not os.path.isdir(p):
+            out.append((p, ""))
+            continue
+        for root, dirs, files in os.walk(p):
+            dirs[:] = sorted(d for d in dirs if not d.startswith(".")
+                             and not (exclude and _inside(os.path.join(root, d), exclude)))
+            if not recursive:
+                dirs[:] = []
+            rel = os.path.relpath(root, p)
+            for f in sorted(files):
+                if f.startswith(".") or not f.lower().endswith(IMAGE_EXT):
+                    continue
+                out.append((os.path.join(root, f), "" if rel == "." else rel))
+    return out
 
 
 def _clean_for(clean: str | None, inp: str, n_inputs: int) -> str | None:
@@ -120,87 +143,170 @@ def _clean_for(clean: str | None, inp: str, n_inputs: int) -> str | None:
     return clean
 
 
-def cmd_denoise(a) -> int:
-    from fastdenoise.api import denoise
+def _options(a) -> dict:
+    opts = {} if a.ema is None else {"ema": a.ema if a.ema > 0 else None}
+    if a.reference:
+        opts["reference"] = True
+    if a.max_memory is not None:
+        from fastdenoise.tiling import parse_size
 
+        opts["max_memory"] = parse_size(a.max_memory)
+    if a.progress:
+        opts["progress"] = True
+    return opts
+
+
+def _plan_line(plan: dict) -> str:
+    parts = []
+    if plan.get("crop"):
+        parts.append(f"fitted on {plan['batch']} crop(s) of {plan['crop']}x{plan['crop']} per iteration "
+                     f"(a whole-image step exceeds the {plan['budget'] / 2**30:.1f} GiB budget)")
+    if plan.get("tile"):
+        parts.append(f"denoised in {plan['tile']}x{plan['tile']} tiles")
+    return "; ".join(parts)
+
+
+def _denoise_file(a, inp: str, dst: str, protect: list, n_inputs: int) -> str:
+    """Denoise one file into ``dst``; returns the report line's details."""
+    from fastdenoise.api import denoise
+    from fastdenoise.io import read_stack
+    from fastdenoise.io import write_stack
+
+    vol, info = read_stack(inp, axes=a.axes)
+    if info.slices > 1 or info.axes not in ("YX", "YXC"):
+        print(f"    {os.path.basename(inp)}: {info.describe()}", flush=True)
+    opts = _options(a)
+    common = dict(method=a.method, iters=a.iters, seed=a.seed, device=a.device, weights=a.weights,
+                  alpha=info.alpha, return_info=True, **opts)
+    ref = None
+    if info.slices > 1:
+        from fastdenoise.stacks import denoise_stack
+
+        out, log = denoise_stack(vol, **common)
+        detail = f"{info.slices} slices, one model: {log['iters']} iters on {log['batch']}x{log['crop']}^2 crops"
+    else:
+        img = vol[0]
+        cp = _clean_for(a.clean, inp, n_inputs)
+        if cp is not None:
+            ref = read_stack(cp)[0][0]
+            if ref.shape != img.shape:
+                raise ValueError(f"clean image {cp} has shape {ref.shape}, the input {img.shape}")
+        out, log = denoise(img, clean=ref, **common)
+        detail = f"{log['iters']} iters"
+        plan = _plan_line(log.get("plan", {}))
+        if plan:
+            detail += f"; {plan}"
+        out = out[None]
+    os.makedirs(os.path.dirname(dst), exist_ok=True)
+    write_stack(dst, out, like=info, protect=protect)
+    if ref is not None:
+        from fastdenoise.metrics import psnr
+
+        p_in, p_out = float(psnr(vol[0], ref)[0]), float(psnr(out[0], ref)[0])
+        detail += f", PSNR {p_in:.2f} -> {p_out:.2f} dB"
+    if a.plot and info.slices == 1:
+        panels, titles = [vol[0], out[0]], ["noisy", "denoised"]
+        if ref is not None:
+            panels.append(ref)
+            titles.append("clean")
+        stem = os.path.splitext(dst)[0]
+        detail += f"; plot {save_comparison(stem + '_compare.png', panels, titles, log['losses'])}"
+    return detail
+
+
+def cmd_denoise(a) -> int:
+    from fastdenoise import distributed as D
+
+    rank, size, a.device = D.init(a.device)
     os.makedirs(a.outdir, exist_ok=True)
-    inputs = [os.path.abspath(p) for p in a.inputs]
-    failed = 0
-    for i, inp in enumerate(a.inputs):
+    listing = collect_inputs(a.inputs, a.recursive, exclude=a.outdir)
+    if not listing:
+        if rank == 0:
+            print(f"no image files ({', '.join(IMAGE_EXT)}) in {', '.join(a.inputs)}", file=sys.stderr)
+        D.finish()
+        return 2
+    protect = [os.path.abspath(p) for p, _ in listing]
+    jobs, seen = [], {}
+    for inp, rel in listing:
+        dst = os.path.abspath(_out_path(a.outdir, inp, a.method, rel))
+        jobs.append((inp, dst, seen.get(dst)))
+        seen.setdefault(dst, inp)
+    n = len(jobs)
+    done = skipped = failed = 0
+    for i, (inp, dst, clash) in D.shard(list(enumerate(jobs)), rank, size):
+        tag = f"[{i + 1}/{n}]"
         t0 = time.time()
         try:
-            img, info = _read(inp)
-            ref = None
-            cp = _clean_for(a.clean, inp, len(a.inputs))
-            if cp is not None:
-                ref, _ = _read(cp)
-                if ref.shape != img.shape:
-                    raise ValueError(f"clean image {cp} has shape {ref.shape}, the input {img.shape}")
-            opts = {} if a.ema is None else {"ema": a.ema if a.ema > 0 else None}
-            if a.reference:
-                opts["reference"] = True
-            out, log = denoise(img, method=a.method, iters=a.iters, seed=a.seed, device=a.device,
-                               weights=a.weights, clean=ref, return_info=True, **opts)
-            dst = _out_path(a.outdir, inp, a.method)
-            _write(dst, out, like=info, protect=inputs)
-            msg = f"[{i + 1}/{len(a.inputs)}] {inp} -> {dst} ({log['iters']} iters, {time.time() - t0:.1f}s"
-            if ref is not None:
-                from fastdenoise.metrics import psnr
-
-                p_in, p_out = float(psnr(img, ref)[0]), float(psnr(out, ref)[0])
-                msg += f", PSNR {p_in:.2f} -> {p_out:.2f} dB"
-            print(msg + ")", flush=True)
-            if a.plot:
-                panels, titles = [img, out], ["noisy", "denoised"]
-                if ref is not None:
-                    panels.append(ref)
-                    titles.append("clean")
-                stem = os.path.splitext(dst)[0]
-                print(f"    plot -> {save_comparison(stem + '_compare.png', panels, titles, log['losses'])}")
+            if clash is not None:
+                raise FileExistsError(f"its output {dst} is also the output of {clash} (rename one of them)")
+            if os.path.exists(dst) and not a.overwrite:
+                skipped += 1
+                print(f"{tag} {inp} -> {dst} exists, skipped (--overwrite to redo it)", flush=True)
+                continue
+            detail = _denoise_file(a, inp, dst, protect, n)
+            done += 1
+            print(f"{tag} {inp} -> {dst} ({detail}, {time.time() - t0:.1f}s)", flush=True)
         except Exception as e:  # noqa: BLE001 - report and continue with the other files
             failed += 1
-            print(f"[{i + 1}/{len(a.inputs)}] FAILED {inp}: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
-    if failed:
-        print(f"{failed} of {len(a.inputs)} file(s) failed", file=sys.stderr)
+            print(f"{tag} FAILED {inp}: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
+    done, skipped, failed = D.all_sum([done, skipped, failed])
+    if rank == 0:
+        ranks = f" on {size} ranks" if size > 1 else ""
+        msg = f"{done} denoised, {skipped} skipped (already done), {failed} failed of {n} file(s){ranks}"
+        print(msg, file=sys.stderr if failed else sys.stdout, flush=True)
+    D.finish()
     return 1 if failed else 0
 
 
 def cmd_train(a) -> int:
-    import torch
-
+    from fastdenoise import distributed as D
+    from fastdenoise.io import read_stack
     from fastdenoise.methods import get_builder
+    from fastdenoise.methods.engine import crop_sampler
 
-    files = sorted(os.path.join(a.data, f) for f in os.listdir(a.data) if f.lower().endswith(IMAGE_EXT))
+    rank, size, a.device = D.init(a.device)
+    say = (lambda *x, **k: print(*x, **k)) if rank == 0 else (lambda *x, **k: None)  # noqa: E731
+    files = [f for f, _ in collect_inputs([a.data], a.recursive)] if os.path.isdir(a.data) else []
     if not files:
-        print(f"no images in {a.data}", file=sys.stderr)
+        say(f"no images in {a.data}", file=sys.stderr)
+        D.finish()
         return 2
-    from fastdenoise.io import to_tensor
-
     imgs = []
     for f in files:
         try:
-            im, _ = _read(f)
-            imgs.append(to_tensor(im)[0])
+            vol, _ = read_stack(f)
+            imgs.extend(torch_chw(s) for s in vol)          # a stack contributes its slices
         except Exception as e:  # noqa: BLE001
-            print(f"skipping {f}: {type(e).__name__}: {e}", file=sys.stderr)
+            say(f"skipping {f}: {type(e).__name__}: {e}", file=sys.stderr)
     chans = {int(im.shape[0]) for im in imgs}
     if len(chans) != 1:
-        print(f"images must all have the same number of channels, got {sorted(chans)}", file=sys.stderr)
+        say(f"images must all have the same number of channels, got {sorted(chans)}", file=sys.stderr)
+        D.finish()
         return 2
-    from fastdenoise.methods.engine import crop_sampler
-
     kw = dict(device=a.device, seed=a.seed, checkpoint=a.out, checkpoint_every=a.checkpoint_every,
-              resume=a.resume, progress=not a.quiet)
+              resume=a.resume, progress=not a.quiet and rank == 0)
     if a.weights:
         kw["weights"] = a.weights
     if a.lr:
         kw["lr"] = a.lr
     tr = get_builder(a.method)(in_ch=chans.pop(), **kw)
-    res = tr.fit_dataset(crop_sampler(imgs, a.crop, a.batch, a.seed), iters=a.iters)
+    D.ddp(tr)
+    sampler = crop_sampler(imgs, a.crop, a.batch, D.rank_seed(a.seed, rank))
+    res = tr.fit_dataset(sampler, iters=a.iters)
+    D.barrier()
     last = f"{res.losses[-1]:.5g}" if res.losses else "n/a"
-    print(f"trained {a.method} on {len(imgs)} images: {tr.run.t} iterations ({res.iters} in this run, "
-          f"{res.seconds:.1f}s), last loss {last}; checkpoint {a.out}")
+    ranks = f" x {size} ranks (global batch {a.batch * size})" if size > 1 else ""
+    say(f"trained {a.method} on {len(imgs)} images{ranks}: {tr.run.t} iterations ({res.iters} in this run, "
+        f"{res.seconds:.1f}s), last loss {last}; checkpoint {a.out}")
+    D.finish()
     return 0
+
+
+def torch_chw(hwc: np.ndarray):
+    """(H, W, C) float array -> (C, H, W) float tensor."""
+    from fastdenoise.io import to_tensor
+
+    return to_tensor(hwc)[0]
 
 
 def cmd_eval(a) -> int:
@@ -254,12 +360,29 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=__doc__.split("Examples:", 1)[1].join(["Examples:", ""]))
     sub = p.add_subparsers(dest="command", required=True)
 
-    d = sub.add_parser("denoise", help="denoise image files", formatter_class=argparse.RawDescriptionHelpFormatter,
-                       description="Denoise each input and write OUTDIR/<name>_<method>.png (atomically; an input "
-                                   "is never overwritten). A file that fails is reported and the others are still "
-                                   "processed; the exit code is 1 if any failed.")
-    d.add_argument("inputs", nargs="+", metavar="IN", help="noisy images (PNG, JPEG, TIFF 8/16/float, .npy)")
+    d = sub.add_parser("denoise", help="denoise image files, stacks and folders",
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       description="Denoise each input and write OUTDIR/<name>_<method>.<ext> (atomically, with the "
+                                   "umask's permissions; an input is never overwritten or modified). Folders are "
+                                   "walked (-r: sub-folders too, mirrored under OUTDIR); an output that exists is "
+                                   "skipped unless --overwrite, so an interrupted run resumes. Stacks (multi-page/"
+                                   "3-D TIFF, N-D .npy) are fitted with one model in dataset mode and written in "
+                                   "the input's shape and dtype; RGBA keeps its alpha. Images larger than the "
+                                   "memory budget are fitted on crops and denoised in blended tiles. A file that "
+                                   "fails (undecodable, NaN/Inf, empty, too small, unsupported dtype) is reported "
+                                   "and the others still run; the exit code is 1 if any failed. Under torchrun the "
+                                   "files are sharded across the ranks.")
+    d.add_argument("inputs", nargs="+", metavar="IN",
+                   help="noisy images or folders (PNG, JPEG, TIFF 8/16/float incl. stacks, .npy)")
     d.add_argument("-o", "--outdir", required=True, help="output directory (created if missing)")
+    d.add_argument("-r", "--recursive", action="store_true", help="walk sub-folders of folder inputs")
+    d.add_argument("--overwrite", action="store_true", help="redo outputs that already exist")
+    d.add_argument("--axes", default=None,
+                   help="axes of the input arrays, e.g. ZYX, TYXC, YXC (default: from the TIFF metadata or guessed; "
+                        "the guess is printed)")
+    d.add_argument("--max-memory", default=None, metavar="SIZE",
+                   help="activation budget per step/tile, e.g. 4G (default: half the free memory; 0: no limit)")
+    d.add_argument("--progress", action="store_true", help="progress bars over iterations and tiles")
     d.add_argument("--method", choices=methods, default="p2n")
     d.add_argument("--iters", type=int, default=None,
                    help="iterations per image (default: the method's; --iters 0 with p2n = pretrained net only)")
@@ -280,9 +403,11 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train a method on a folder of noisy images (dataset mode)",
                        description="Train on random crops of every image in DIR; the checkpoint (weights, optimiser, "
                                    "iteration) is written to --out every --checkpoint-every iterations and at the end. "
-                                   "Use it with 'denoise --weights OUT --iters 0'.")
+                                   "Use it with 'denoise --weights OUT --iters 0'. Under torchrun: "
+                                   "DistributedDataParallel, --batch crops per rank, rank 0 writes the checkpoint.")
     t.add_argument("--method", choices=methods, default="p2n")
-    t.add_argument("--data", required=True, metavar="DIR", help="folder of noisy images")
+    t.add_argument("--data", required=True, metavar="DIR", help="folder of noisy images (stacks give their slices)")
+    t.add_argument("-r", "--recursive", action="store_true", help="also the images in sub-folders of DIR")
     t.add_argument("--out", required=True, help="checkpoint path")
     t.add_argument("--iters", type=int, default=1000)
     t.add_argument("--crop", type=int, default=128)

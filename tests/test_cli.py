@@ -43,7 +43,7 @@ def test_denoise_reports_bad_file_and_continues(tmp_path, capsys):
     assert os.path.exists(out / "a_nb2nb.png") and os.path.exists(out / "a_nb2nb_compare.png")
     assert not list(out.glob("*tmp*"))
     rc = cli.main(["denoise", good, "-o", str(out), "--method", "nb2nb", "--iters", "1", "--device", "cpu",
-                   "--clean", clean])
+                   "--clean", clean, "--overwrite"])
     assert rc == 0 and "PSNR" in capsys.readouterr().out
 
 

@@ -75,6 +75,11 @@ class FitConfig:
         checkpoint: path of a checkpoint to write every ``checkpoint_every`` iterations (and at the end).
         checkpoint_every: iterations between checkpoints (0: only at the end when ``checkpoint`` is set).
         resume: continue from ``checkpoint`` if it exists.
+        max_memory: activation budget of one training step or inference tile, bytes or a size string
+            (``"4G"``); None: half the free memory of the device (at least 1 GiB); 0: no limit. An image
+            whose whole-image step does not fit is fitted on crops and denoised in overlapping tiles
+            (see :meth:`Trainer.memory_plan`); images that fit run exactly as without a budget.
+        tile_overlap: overlap of inference tiles in pixels (blended with a raised-cosine window).
     """
 
     iters: int | None = None
@@ -94,6 +99,8 @@ class FitConfig:
     checkpoint: str | None = None
     checkpoint_every: int = 0
     resume: bool = False
+    max_memory: float | str | None = None
+    tile_overlap: int = 64
 
     def replace(self, **kw) -> "FitConfig":
         """A copy with some fields changed (unknown names raise TypeError)."""
@@ -322,6 +329,8 @@ class Method:
     Config: type = FitConfig
     #: the method's inference draws from torch's global RNG (e.g. dropout): the engine seeds it per run
     uses_torch_rng = False
+    #: smallest image side the method takes (the 2x2-cell samplers of Nb2Nb and ZS-N2N need 2)
+    min_size = 2
 
     def __init__(self, cfg: FitConfig):
         self.cfg = cfg
@@ -611,6 +620,9 @@ class Trainer:
         self.parts = {name: Part(name, m, self, lrs.get(name, cfg.lr), makers.get(name), init_seed)
                       for name, m in models.items()}
         self.run = Run(self, init_seed)
+        self.wrap_step: Callable | None = None   # (stage, step) -> step, set by fastdenoise.distributed
+        self.plan: dict = {}                      # the last memory_plan (crops, tiles) of fit/denoise
+        self._per_pixel: float | None = None
 
     # first network (what most methods have)
     @property
@@ -670,7 +682,10 @@ class Trainer:
                           for n, p in self.parts.items()}}
 
     def save_checkpoint(self, path: str) -> None:
-        """Atomic checkpoint: every network, optimiser state, the run (stage, iteration, EMA, logs)."""
+        """Atomic checkpoint: every network, optimiser state, the run (stage, iteration, EMA, logs); under
+        torch.distributed only rank 0 writes it."""
+        if _rank() != 0:
+            return
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         tmp = f"{path}.tmp{os.getpid()}"
         torch.save(self.state_dict(), tmp)
@@ -768,6 +783,8 @@ class Trainer:
         run, part = self.run, self.run.part
         if stage.lr_at is not None:
             part.set_lr(stage.lr_at(t, total))
+        if self.wrap_step is not None:      # e.g. fastdenoise.distributed: the step inside DDP
+            step = self.wrap_step(stage, step)
         loss, est = step(run, batch, t, total, iter_seed(run.seed, t))
         part.opt.zero_grad(set_to_none=False)
         loss.backward()
@@ -810,10 +827,19 @@ class Trainer:
         elif reset:
             self.reset(seed)
         y = self.to_input(y)
+        self.check_size(y)
         x, ctx = self.method.prepare(y)
         if clean is not None:
             clean = self.method.prepare(clean.to(self.device, torch.float32).reshape(y.shape))[0]
-        secs, n = self._train(self.method.batches(self.run, x), iters, clean, use_ema=True)
+        batches = self.method.batches(self.run, x)
+        self.plan = self.memory_plan(x, batches)
+        if self.plan.get("crop") is None:
+            secs, n = self._train(batches, iters, clean, use_ema=True)
+        else:                               # too large for whole-image steps: dataset mode over its crops
+            self.run.dataset_mode = True
+            sampler = crop_sampler(list(x), self.plan["crop"], self.plan["batch"], self.run.seed,
+                                   augment=self.method.augment_crops())
+            secs, n = self._train(lambda t: self.to_input(sampler(t)), iters, None, use_ema=False)
         out = self.method.finish(self._infer(x), ctx)
         ema = None if self.run.ema is None else self.method.finish(self.run.ema.clone(), ctx)
         return FitResult(out, ema, list(self.run.losses), list(self.run.psnr), n, secs)
@@ -839,15 +865,94 @@ class Trainer:
     @torch.no_grad()
     def _infer(self, x: torch.Tensor, **options) -> torch.Tensor:
         rng = self.run.torch_rng(99991) if self.method.uses_torch_rng else contextlib.nullcontext()
+        tile = self.infer_tile(x)
+        self.plan["tile"] = tile
         with rng:
-            return self.method.infer(self.run, x, **options).float().contiguous()
+            if tile is None:
+                return self.method.infer(self.run, x, **options).float().contiguous()
+            from fastdenoise.tiling import tiled
+
+            return tiled(lambda w: self.method.infer(self.run, self.to_input(w), **options), x, tile,
+                         self.cfg.tile_overlap, progress=self.cfg.progress).contiguous()
 
     def denoise(self, y: torch.Tensor, **options) -> torch.Tensor:
         """Denoise ``y`` with the networks as they are (the method's inference, ``options`` passed to its
-        :meth:`Method.infer`; fp32 output)."""
+        :meth:`Method.infer`; fp32 output; overlapping tiles when the image exceeds the memory budget)."""
         y = self.to_input(y)
+        self.check_size(y)
         x, ctx = self.method.prepare(y)
         return self.method.finish(self._infer(x, **options), ctx)
+
+    # ------------------------------------------------------------------ memory budget (any image size)
+    #: images of at most this many pixels (times the batch) always run whole, without a probe
+    SMALL_PIXELS = 256 * 256
+    #: one training step keeps about this many single-forward activation sets (P2N: y and the renoised pair)
+    TRAIN_PASSES = 3.0
+    #: a no-grad forward keeps about this fraction of a training forward's activations alive (measured: P2N
+    #: 1.6 KB/pixel at 1024x1024 against 3.8 KB saved per pixel by a training forward)
+    INFER_FRACTION = 0.5
+
+    def check_size(self, y: torch.Tensor) -> None:
+        """ValueError for an empty image or one smaller than the method's ``min_size``."""
+        h, w = y.shape[-2:]
+        m = self.method.min_size
+        if y.numel() == 0:
+            raise ValueError(f"image is empty (shape {tuple(y.shape)})")
+        if h < m or w < m:
+            raise ValueError(f"image of {h}x{w} pixels is too small for {self.method.name} "
+                             f"(it needs at least {m}x{m})")
+
+    def per_pixel(self, in_ch: int) -> float:
+        """Bytes per pixel one training-mode forward of the largest network saves (probed once)."""
+        if self._per_pixel is None:
+            from fastdenoise.tiling import activation_bytes
+
+            self._per_pixel = max(activation_bytes(p.model, in_ch) for p in self.parts.values())
+        return self._per_pixel
+
+    def budget(self) -> float:
+        from fastdenoise.tiling import budget
+
+        return budget(self.cfg.max_memory, self.device)
+
+    def memory_plan(self, x: torch.Tensor, batches: Callable[[int], torch.Tensor]) -> dict:
+        """How single-image mode fits the prepared ``x`` within the budget: ``{}`` when the method's own
+        batches fit (the usual case: the run is exactly the unbudgeted one), else ``{"crop", "batch"}``:
+        dataset mode over random crops of ``x`` (the method's dataset-mode crop side and batch, reduced until
+        a step fits), without the output EMA (the estimates are crops)."""
+        if x.shape[0] * x.shape[-2] * x.shape[-1] <= self.SMALL_PIXELS:
+            return {}
+        b = batches(0)
+        limit = self.budget()
+        cost = lambda n, side: self.TRAIN_PASSES * self.per_pixel(x.shape[1]) * n * side * side  # noqa: E731
+        if cost(b.shape[0], 1) * b.shape[-2] * b.shape[-1] <= limit:
+            return {}
+        crop, batch = self.method.dataset_crops(self.device, None, None)
+        crop = min(crop, x.shape[-2], x.shape[-1])
+        while batch > 1 and cost(batch, crop) > limit:
+            batch -= 1
+        while crop > 32 and cost(batch, crop) > limit:
+            crop -= 16
+        return {"crop": int(crop), "batch": int(batch), "budget": limit}
+
+    def infer_tile(self, x: torch.Tensor) -> int | None:
+        """Side of the inference tiles for the prepared ``x`` (None: the whole image fits the budget)."""
+        if x.shape[0] * x.shape[-2] * x.shape[-1] <= self.SMALL_PIXELS:
+            return None
+        per = (self.INFER_FRACTION * self.per_pixel(x.shape[1]) * x.shape[0]
+               * max(1, int(getattr(self.cfg, "infer_batch", 1))))  # ensembles run copies per forward
+        limit = self.budget()
+        if per * x.shape[-2] * x.shape[-1] <= limit:
+            return None
+        from fastdenoise.tiling import tile_side
+
+        return tile_side(per, limit, self.cfg.tile_overlap)
+
+
+def _rank() -> int:
+    """This process's rank under torch.distributed (0 when not distributed)."""
+    dist = torch.distributed
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
 
 
 # ---------------------------------------------------------------------------------------------- build

@@ -1,0 +1,179 @@
+"""Bounded memory for any image size: the memory budget, its estimate per network, and tiled inference.
+
+The engine (:class:`fastdenoise.methods.engine.Trainer`) uses these for every method:
+
+* :func:`budget` -- bytes one training step or one inference tile may use for activations: ``max_memory``
+  when given, else half of the free memory (CPU: ``MemAvailable``; CUDA: ``cudaMemGetInfo``), at least 1 GiB.
+* :func:`activation_bytes` -- bytes per pixel that autograd keeps for one forward pass of a network (measured
+  once on a 64x64 probe with saved-tensor hooks: it grows linearly with the pixels, so the probe predicts any
+  size).
+* :func:`tiled` -- inference over overlapping tiles blended with a raised-cosine window: in each overlap the
+  two windows sum to one, so the result has no seams (crop-and-paste leaves a step at every tile edge).
+"""
+from __future__ import annotations
+
+import math
+import os
+import re
+from typing import Callable
+
+import torch
+
+__all__ = ["budget", "parse_size", "free_memory", "activation_bytes", "tile_starts", "tiled", "window",
+           "tile_side"]
+
+GiB = 1 << 30
+MIN_AUTO = 1 * GiB
+
+
+def parse_size(text) -> int:
+    """``"6G"``, ``"512M"``, ``"1.5GB"``, ``"2e9"`` or a number -> bytes (K/M/G/T are powers of 1024)."""
+    if isinstance(text, (int, float)) and not isinstance(text, bool):
+        v = float(text)
+    else:
+        m = re.fullmatch(r"\s*([0-9.eE+-]+)\s*([kKmMgGtT]?)i?[bB]?\s*", str(text))
+        if not m:
+            raise ValueError(f"memory size must look like 6G, 512M or a byte count, got {text!r}")
+        v = float(m.group(1)) * 1024 ** " KMGT".index(m.group(2).upper() or " ")
+    if not math.isfinite(v) or v < 0:
+        raise ValueError(f"memory size must be a finite number >= 0, got {text!r}")
+    return int(v)
+
+
+def free_memory(device: torch.device) -> int:
+    """Free memory of ``device`` in bytes (CPU: MemAvailable, or total physical memory where /proc is missing)."""
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+
+
+def budget(max_memory, device: torch.device) -> float:
+    """The activation budget in bytes: ``max_memory`` (bytes or a size string; 0 = no limit), or None for
+    half the free memory of ``device`` (at least 1 GiB)."""
+    if max_memory is None:
+        return float(max(MIN_AUTO, free_memory(device) // 2))
+    b = parse_size(max_memory)
+    return math.inf if b == 0 else float(b)
+
+
+def _forward_probe(model: torch.nn.Module, in_ch: int, side: int, dev) -> torch.Tensor:
+    """``model`` on a zero probe: ``in_ch`` channels, or one more (a network that takes an extra input plane,
+    such as Blind2Grad's visible mask concatenated to the image)."""
+    try:
+        return model(torch.zeros(1, in_ch, side, side, device=dev))
+    except RuntimeError:
+        return model(torch.zeros(1, in_ch + 1, side, side, device=dev))
+
+
+def activation_bytes(model: torch.nn.Module, in_ch: int, side: int = 64) -> float:
+    """Bytes per input pixel that autograd saves for one training-mode forward of ``model`` (a probe of
+    ``side`` x ``side``; storages counted once). Leaves the model, its buffers and the global RNG as they were."""
+    dev = next(model.parameters()).device
+    seen: dict = {}
+
+    def pack(t):
+        try:
+            st = t.untyped_storage()
+            seen[(st.data_ptr(), st.device)] = st.nbytes()
+        except (RuntimeError, NotImplementedError):
+            seen[id(t)] = t.numel() * t.element_size()
+        return t
+
+    buffers = {k: v.detach().clone() for k, v in model.named_buffers()}
+    was = model.training
+    devs = [dev.index if dev.index is not None else torch.cuda.current_device()] if dev.type == "cuda" else []
+    try:
+        with torch.random.fork_rng(devices=devs), torch.enable_grad(), \
+                torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            model.train()
+            _forward_probe(model, in_ch, side, dev)
+    finally:
+        model.train(was)
+        with torch.no_grad():
+            for k, v in model.named_buffers():
+                v.copy_(buffers[k])
+    return sum(seen.values()) / float(side * side)
+
+
+def tile_side(per_pixel: float, limit: float, overlap: int, multiple: int = 32) -> int:
+    """The largest square tile side (a multiple of ``multiple``, more than twice ``overlap``) whose
+    ``per_pixel`` cost fits in ``limit`` bytes."""
+    side = int(math.sqrt(max(limit, 1.0) / max(per_pixel, 1e-9))) // multiple * multiple
+    return max(side, 2 * overlap + multiple)
+
+
+def tile_starts(n: int, tile: int, overlap: int) -> list[int]:
+    """Start offsets of tiles of ``tile`` covering [0, n) with at least ``overlap`` shared (the last tile
+    ends at n)."""
+    if tile >= n:
+        return [0]
+    step = max(1, tile - overlap)
+    starts = list(range(0, n - tile, step)) + [n - tile]
+    return starts
+
+
+def tiled(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, tile: int, overlap: int, *,
+          progress: bool = False, desc: str = "tiles") -> torch.Tensor:
+    """``fn`` applied to overlapping ``tile`` x ``tile`` windows of ``x`` (B, C, H, W), blended.
+
+    ``fn`` maps a (B, C, h, w) window to a (B, C', h, w) result (float). Windows overlap by at least
+    ``overlap`` pixels; each result is weighted by the outer product of raised-cosine windows (no fall-off at
+    the image border) and the sum is divided by the summed weights. Memory: the output and one weight plane,
+    plus whatever ``fn`` needs for one window.
+    """
+    b, _, h, w = x.shape
+    ys, xs = tile_starts(h, tile, overlap), tile_starts(w, tile, overlap)
+    out = wsum = None
+    bar = None
+    if progress and len(ys) * len(xs) > 1:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(ys) * len(xs), desc=desc, dynamic_ncols=True)
+    for i, y0 in enumerate(ys):
+        th = min(tile, h)
+        # the overlap with the previous/next tile (the last tile can overlap more than ``overlap``)
+        oy_prev = ys[i - 1] + th - y0 if i else 0
+        oy_next = y0 + th - ys[i + 1] if i < len(ys) - 1 else 0
+        wy = window(th, oy_prev, oy_next, x.device)
+        for j, x0 in enumerate(xs):
+            tw = min(tile, w)
+            ox_prev = xs[j - 1] + tw - x0 if j else 0
+            ox_next = x0 + tw - xs[j + 1] if j < len(xs) - 1 else 0
+            wx = window(tw, ox_prev, ox_next, x.device)
+            r = fn(x[:, :, y0:y0 + th, x0:x0 + tw]).float()
+            if out is None:
+                out = torch.zeros(b, r.shape[1], h, w, dtype=torch.float32, device=r.device)
+                wsum = torch.zeros(h, w, dtype=torch.float32, device=r.device)
+            wt = (wy.to(r.device)[:, None] * wx.to(r.device)[None, :])
+            out[:, :, y0:y0 + th, x0:x0 + tw].addcmul_(r, wt)
+            wsum[y0:y0 + th, x0:x0 + tw].add_(wt)
+            del r
+            if bar is not None:
+                bar.update(1)
+    if bar is not None:
+        bar.close()
+    return out.div_(wsum)
+
+
+def window(n: int, prev: int, nxt: int, device) -> torch.Tensor:
+    """Weights of a tile of length ``n`` that shares ``prev`` samples with the previous tile and ``nxt`` with
+    the next: a raised-cosine rise over the shared samples at each end, 1 elsewhere."""
+    w = torch.ones(n, dtype=torch.float32, device=device)
+    for k, at_start in ((prev, True), (nxt, False)):
+        k = min(k, n)
+        if k <= 0:
+            continue
+        i = torch.arange(k, dtype=torch.float64, device=device)
+        up = (0.5 - 0.5 * torch.cos(math.pi * (i + 0.5) / k)).float()
+        if at_start:
+            w[:k] = torch.minimum(w[:k], up)
+        else:
+            w[n - k:] = torch.minimum(w[n - k:], up.flip(0))
+    return w
