@@ -182,3 +182,19 @@ def test_zsn2n_denoises():
     y = x + 0.1 * torch.randn(x.shape, generator=g)
     res = zsn2n.fit(y, iters=150, device="cpu")
     assert float(((res.output - x) ** 2).mean()) < 0.5 * float(((y - x) ** 2).mean())
+
+
+def test_zsn2n_end_to_end_through_the_cli(tmp_path):
+    """The sixth method reaches the CLI without CLI edits: denoise a PNG and evaluate it."""
+    import imageio.v3 as iio
+
+    from fastdenoise.cli import main
+
+    x, y = noisy_pair(6)
+    src = tmp_path / "noisy.png"
+    iio.imwrite(src, (y[0].permute(1, 2, 0).clamp(0, 1).numpy() * 255).round().astype(np.uint8))
+    assert main(["denoise", str(src), "-o", str(tmp_path / "out"), "--method", "zsn2n", "--iters", "5",
+                 "--device", "cpu"]) == 0
+    out = list((tmp_path / "out").iterdir())
+    assert len(out) == 1 and "zsn2n" in out[0].name
+    assert iio.imread(out[0]).shape == (32, 32, 3)
