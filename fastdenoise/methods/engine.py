@@ -237,6 +237,56 @@ def batch_stats_bn(model: torch.nn.Module):
             m.training, m.track_running_stats = tr, trs
 
 
+@contextlib.contextmanager
+def tile_stats_bn(model: torch.nn.Module, stats: dict):
+    """BatchNorm over tiles as over the whole image (the passes of :meth:`Trainer._infer`).
+
+    ``stats["phase"]``: ``"collect"`` -- every BatchNorm layer normalises with its tile's statistics (as
+    :func:`batch_stats_bn`) and adds the tile's per-channel sums to ``stats["next"]``; ``"refine"`` -- it
+    normalises with the sums of the previous pass (``stats["acc"]``, over all tiles) and collects again;
+    ``"apply"`` -- it normalises with ``stats["acc"]``. Running buffers are restored afterwards. The first
+    layer's statistics are exact after one pass; each refine pass carries the whole-image statistics one
+    layer deeper.
+    """
+    bns = [(n, m) for n, m in model.named_modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    phase, acc = stats["phase"], stats.get("acc", {})
+    handles, saved = [], []
+    if phase in ("collect", "refine"):
+        nxt = stats.setdefault("next", {})
+
+        def hook(name):
+            def pre(mod, args):
+                x = args[0].detach().double()       # float64 sums: E[x^2] - E[x]^2 cancels
+                d = [0] + list(range(2, x.dim()))
+                s1, s2, n = nxt.get(name, (0.0, 0.0, 0))
+                nxt[name] = (s1 + x.sum(d), s2 + (x * x).sum(d), n + x.numel() // x.shape[1])
+            return pre
+
+        handles = [m.register_forward_pre_hook(hook(n)) for n, m in bns]
+    if phase in ("refine", "apply"):
+        with torch.no_grad():
+            for n, m in bns:
+                if n in acc:
+                    saved.append((m, m.training, m.track_running_stats, m.running_mean.clone(),
+                                  m.running_var.clone()))
+                    s1, s2, k = acc[n]
+                    mean = s1 / k
+                    m.running_mean.copy_(mean.to(m.running_mean.dtype))
+                    m.running_var.copy_((s2 / k - mean * mean).clamp_min(0).to(m.running_var.dtype))
+                    m.training, m.track_running_stats = False, True
+    try:
+        with batch_stats_bn(model) if phase == "collect" else contextlib.nullcontext():
+            yield
+    finally:
+        for h in handles:
+            h.remove()
+        with torch.no_grad():
+            for m, tr, trs, rm, rv in saved:
+                m.running_mean.copy_(rm)
+                m.running_var.copy_(rv)
+                m.training, m.track_running_stats = tr, trs
+
+
 def dihedral(x: torch.Tensor, k: int) -> torch.Tensor:
     """The k-th (0..7) of the 8 dihedral transforms of the last two axes (rot90 by k % 4, flipped if k >= 4)."""
     if k >= 4:
@@ -530,6 +580,7 @@ class Run:
         self.psnr: list[tuple[int, float]] = []
         self.part = tr.parts[tr.stages[0].part]
         self.state = tr.method.new_state(self)
+        self.tile_stats: dict | None = None   # BatchNorm statistics over inference tiles (tile_stats_bn)
 
     # what steps use
     @property
@@ -573,8 +624,11 @@ class Run:
         ``batch_stats``: BatchNorm layers normalise with the statistics of ``x`` (running ones untouched)."""
         model = self.trainer.parts[part or self.trainer.stages[0].part].model
         model.eval()
+        bn = contextlib.nullcontext()
+        if batch_stats:   # over tiles: the whole image's statistics (Trainer._infer's two passes)
+            bn = batch_stats_bn(model) if self.tile_stats is None else tile_stats_bn(model, self.tile_stats)
         try:
-            with batch_stats_bn(model) if batch_stats else contextlib.nullcontext(), self.autocast():
+            with bn, self.autocast():
                 out = model(x, **kw)
         finally:
             model.train()
@@ -620,6 +674,7 @@ class Trainer:
         self.parts = {name: Part(name, m, self, lrs.get(name, cfg.lr), makers.get(name), init_seed)
                       for name, m in models.items()}
         self.run = Run(self, init_seed)
+        self.in_ch: int | None = None          # image channels the trainer takes (set by build)
         self.wrap_step: Callable | None = None   # (stage, step) -> step, set by fastdenoise.distributed
         self.plan: dict = {}                      # the last memory_plan (crops, tiles) of fit/denoise
         self._per_pixel: float | None = None
@@ -863,25 +918,44 @@ class Trainer:
         return FitResult(torch.empty(0), None, list(self.run.losses), [], n, secs)
 
     @torch.no_grad()
-    def _infer(self, x: torch.Tensor, **options) -> torch.Tensor:
+    def _infer(self, x: torch.Tensor, tile: int | None = None, **options) -> torch.Tensor:
         rng = self.run.torch_rng(99991) if self.method.uses_torch_rng else contextlib.nullcontext()
-        tile = self.infer_tile(x)
+        tile = self.infer_tile(x) if tile is None else (int(tile) or None)
         self.plan["tile"] = tile
         with rng:
             if tile is None:
                 return self.method.infer(self.run, x, **options).float().contiguous()
             from fastdenoise.tiling import tiled
 
-            return tiled(lambda w: self.method.infer(self.run, self.to_input(w), **options), x, tile,
-                         self.cfg.tile_overlap, progress=self.cfg.progress).contiguous()
+            fn = lambda w: self.method.infer(self.run, self.to_input(w), **options)  # noqa: E731
+            ov = self.cfg.tile_overlap
+            if not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
+                       for p in self.parts.values() for m in p.model.modules()):
+                return tiled(fn, x, tile, ov, progress=self.cfg.progress).contiguous()
+            # BatchNorm on batch statistics: passes over the tiles sum them (each pass one layer deeper
+            # exact), the last one applies them
+            self.run.tile_stats = st = {"phase": "collect"}
+            try:
+                fn(x[:, :, :tile, :tile])
+                if st.pop("next", None):         # else the method normalises with running statistics
+                    for i in range(self.TILE_STAT_PASSES):
+                        tiled(fn, x, tile, ov, progress=self.cfg.progress, desc=f"tile statistics {i + 1}")
+                        st["acc"], st["phase"] = st.pop("next"), "refine"
+                    st["phase"] = "apply"
+                else:
+                    self.run.tile_stats = None
+                return tiled(fn, x, tile, ov, progress=self.cfg.progress).contiguous()
+            finally:
+                self.run.tile_stats = None
 
-    def denoise(self, y: torch.Tensor, **options) -> torch.Tensor:
+    def denoise(self, y: torch.Tensor, *, tile: int | None = None, **options) -> torch.Tensor:
         """Denoise ``y`` with the networks as they are (the method's inference, ``options`` passed to its
-        :meth:`Method.infer`; fp32 output; overlapping tiles when the image exceeds the memory budget)."""
+        :meth:`Method.infer`; fp32 output). ``tile``: side of overlapping, blended inference tiles (None: only
+        when the image exceeds the memory budget, sized to fit it; 0: the whole image at once)."""
         y = self.to_input(y)
         self.check_size(y)
         x, ctx = self.method.prepare(y)
-        return self.method.finish(self._infer(x, **options), ctx)
+        return self.method.finish(self._infer(x, tile, **options), ctx)
 
     # ------------------------------------------------------------------ memory budget (any image size)
     #: images of at most this many pixels (times the batch) always run whole, without a probe
@@ -891,11 +965,17 @@ class Trainer:
     #: a no-grad forward keeps about this fraction of a training forward's activations alive (measured: P2N
     #: 1.6 KB/pixel at 1024x1024 against 3.8 KB saved per pixel by a training forward)
     INFER_FRACTION = 0.5
+    #: passes over the tiles that gather BatchNorm batch statistics before the output pass
+    TILE_STAT_PASSES = 3
 
     def check_size(self, y: torch.Tensor) -> None:
-        """ValueError for an empty image or one smaller than the method's ``min_size``."""
+        """ValueError for an image with other channels than the trainer takes, an empty image, or one
+        smaller than the method's ``min_size``."""
         h, w = y.shape[-2:]
         m = self.method.min_size
+        if self.in_ch is not None and y.shape[1] != self.in_ch:
+            raise ValueError(f"this {self.method.name} trainer was built for {self.in_ch}-channel images "
+                             f"(build(in_ch=...)), got an image with {y.shape[1]} channels")
         if y.numel() == 0:
             raise ValueError(f"image is empty (shape {tuple(y.shape)})")
         if h < m or w < m:
@@ -998,7 +1078,9 @@ def build(method_cls: type[Method], config: FitConfig | None = None, *, in_ch: i
             m = method.make_model(net_ch, name)
         fixed = method.load_init(m, name)
         models[name], makers[name] = m, (None if fixed else make)
-    return Trainer(method, models, makers, seed)
+    tr = Trainer(method, models, makers, seed)
+    tr.in_ch = in_ch
+    return tr
 
 
 def method_api(method_cls: type[Method]):

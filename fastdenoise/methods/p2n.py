@@ -36,6 +36,7 @@ Example:
 """
 from __future__ import annotations
 
+import functools
 import os
 import warnings
 from dataclasses import dataclass
@@ -50,7 +51,9 @@ from fastdenoise.methods.engine import method_api
 
 WEIGHTS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "weights")
 DEFAULT_WEIGHTS = os.path.join(WEIGHTS_DIR, "unet_n2n_gauss.pt")
+GRAY_WEIGHTS = os.path.join(WEIGHTS_DIR, "unet_n2n_gauss_gray.pt")
 INITS = ("gaussian_pretrained", "scratch")
+GRAY_MODES = ("native", "replicate")
 
 
 @dataclass
@@ -66,7 +69,13 @@ class P2NConfig(FitConfig):
             Default False: gradients flow through x_hat (stable; see the module docstring).
         clamp: clamp the renoised images to [0, 1] (off by default).
         init: ``"gaussian_pretrained"`` or ``"scratch"``.
-        weights: path of the initial weights (None: the shipped ones).
+        weights: path of the initial weights (None: the shipped ones: RGB, or the grayscale start for
+            1-channel images).
+        gray: how a 1-channel image meets the pretrained start: ``"native"`` (default) fits the shipped
+            grayscale start (``weights/unet_n2n_gauss_gray.pt``, trained on luma images with independent
+            noise); ``"replicate"`` fits the RGB start to the image replicated to three channels and averages
+            the output back (the old behaviour: the RGB start takes the identical noise of the three channels
+            for signal, measured below).
     """
 
     iters: int | None = 100
@@ -83,6 +92,17 @@ class P2NConfig(FitConfig):
     clamp: bool = False
     init: str = "gaussian_pretrained"
     weights: str | None = None
+    gray: str = "native"
+
+
+@functools.lru_cache(maxsize=16)
+def _channels_of(path: str, mtime: float) -> int:
+    return int(load_state(path)["enc0.weight"].shape[1])
+
+
+def _weights_channels(path: str) -> int:
+    """Input channels of a UNetN2N weights file (read once per file version)."""
+    return _channels_of(os.path.abspath(path), os.path.getmtime(path))
 
 
 class P2N(Method):
@@ -95,13 +115,25 @@ class P2N(Method):
     def check(self) -> None:
         if self.cfg.init not in INITS:
             raise ValueError(f"init must be one of {INITS}, got {self.cfg.init!r}")
+        if self.cfg.gray not in GRAY_MODES:
+            raise ValueError(f"gray must be one of {GRAY_MODES}, got {self.cfg.gray!r}")
 
     def pretrained(self) -> bool:
         return self.cfg.init == "gaussian_pretrained"
 
+    def start_weights(self, in_ch: int) -> str:
+        """The pretrained weights file for ``in_ch``-channel images."""
+        if self.cfg.weights:
+            return self.cfg.weights
+        native = in_ch == 1 and self.cfg.gray == "native" and os.path.exists(GRAY_WEIGHTS)
+        return GRAY_WEIGHTS if native else DEFAULT_WEIGHTS
+
     def model_channels(self, in_ch: int) -> int:
-        # the Gaussian-pretrained start is RGB: a grayscale image is fitted as three equal channels
-        return 3 if self.pretrained() and in_ch == 1 else in_ch
+        # a grayscale image meets an RGB start as three equal channels
+        if self.pretrained() and in_ch == 1:
+            path = self.start_weights(1)
+            return _weights_channels(path) if os.path.exists(path) else 3
+        return in_ch
 
     def make_model(self, in_ch: int, part: str = "model") -> torch.nn.Module:
         from fastdenoise.models.unet_n2n import UNetN2N
@@ -111,11 +143,12 @@ class P2N(Method):
     def load_init(self, model: torch.nn.Module, part: str = "model") -> bool:
         if not self.pretrained():
             return super().load_init(model, part)
-        path = self.cfg.weights or DEFAULT_WEIGHTS
-        if model.in_ch != 3:
-            raise ValueError(f"the Gaussian-pretrained weights are RGB (or grayscale through replication); "
-                             f"in_ch={model.in_ch} needs init='scratch'")
+        path = self.start_weights(model.in_ch)
         if os.path.exists(path):
+            have = _weights_channels(path)
+            if have != model.in_ch:
+                raise ValueError(f"the pretrained weights {path} take {have}-channel images; in_ch={model.in_ch} "
+                                 "needs init='scratch' (1-channel images use the grayscale start)")
             model.load_state_dict(load_state(path))
             return True
         if self.cfg.weights:
@@ -124,11 +157,11 @@ class P2N(Method):
         return False
 
     def prepare(self, y: torch.Tensor):
-        gray = self.pretrained() and y.shape[1] == 1
-        return (y.expand(-1, 3, -1, -1).contiguous() if gray else y), gray
+        rep = self.pretrained() and y.shape[1] == 1 and self.model_channels(1) == 3
+        return (y.expand(-1, 3, -1, -1).contiguous() if rep else y), rep
 
-    def finish(self, out: torch.Tensor, gray) -> torch.Tensor:
-        return out.mean(dim=1, keepdim=True) if gray else out
+    def finish(self, out: torch.Tensor, rep) -> torch.Tensor:
+        return out.mean(dim=1, keepdim=True) if rep else out
 
     def step(self, run, y: torch.Tensor, t: int, total: int, seed: int):
         return p2n_step(self.cfg, run.backend, lambda x: run.net(x).float(),
