@@ -37,6 +37,7 @@ import contextlib
 import dataclasses
 import math
 import os
+import sys
 import time
 import warnings
 from dataclasses import dataclass
@@ -80,6 +81,10 @@ class FitConfig:
             whose whole-image step does not fit is fitted on crops and denoised in overlapping tiles
             (see :meth:`Trainer.memory_plan`); images that fit run exactly as without a budget.
         tile_overlap: overlap of inference tiles in pixels (blended with a raised-cosine window).
+        time_budget: seconds the training loop of a fit may take (None: no limit). The second iteration is
+            timed (the first one pays one-off set-up costs) and the iteration count becomes the largest that
+            fits the rest of the budget, at most the nominal one (every stage scaled alike; the count is
+            printed); schedules follow the new count from iteration 2 on.
     """
 
     iters: int | None = None
@@ -101,6 +106,7 @@ class FitConfig:
     resume: bool = False
     max_memory: float | str | None = None
     tile_overlap: int = 64
+    time_budget: float | None = None
 
     def replace(self, **kw) -> "FitConfig":
         """A copy with some fields changed (unknown names raise TypeError)."""
@@ -766,26 +772,41 @@ class Trainer:
     def _train(self, get_batch: Callable[[int], torch.Tensor], iters: int | None,
                clean: torch.Tensor | None, use_ema: bool) -> tuple[float, int]:
         """Run every stage (from where the run stands) on ``get_batch(t)`` batches."""
-        total0 = self.total_iters(iters)
+        totals = {"0": self.total_iters(iters)}
         secs, n = 0.0, 0
         run = self.run
+        of = lambda st, t0: st.iters(t0) if st.iters else t0  # noqa: E731  (a stage's share of the count)
+        budget = self.cfg.time_budget
         for i, stage in enumerate(self.stages):
             if i < run.stage:
                 continue
             if i > run.stage:               # a fresh stage
                 run.stage, run.t = i, 0
             run.part = self.parts[stage.part]
-            total = stage.iters(total0) if stage.iters else total0
+            total = of(stage, totals["0"])
             if run.t == 0 and stage.on_start is not None:
                 stage.on_start(run)
-            s, k = self._loop(stage, get_batch, total, clean, use_ema)
+            retotal = None
+            if budget is not None and run.t == 0 and not run.done and total > 2:
+
+                def retotal(elapsed: float, dt: float, i: int = i, stage: Stage = stage) -> int:
+                    nominal = totals["0"]
+                    share = sum(of(st, nominal) for st in self.stages[i:]) / max(1, nominal)
+                    more = int(max(0.0, budget - elapsed) / max(dt * share, 1e-9))
+                    totals["0"] = max(2, min(nominal, 2 + more))
+                    print(f"{self.method.name}: time budget {budget:g}s, one iteration {dt:.3f}s -> "
+                          f"{totals['0']} iterations (nominal {nominal})", file=sys.stderr, flush=True)
+                    return of(stage, totals["0"])
+
+            s, k = self._loop(stage, get_batch, total, clean, use_ema, retotal)
             secs, n = secs + s, n + k
             if stage.name not in run.done:
                 run.done.append(stage.name)
         run.stage = len(self.stages)
         return secs, n
 
-    def _loop(self, stage: Stage, get_batch, total: int, clean, use_ema: bool) -> tuple[float, int]:
+    def _loop(self, stage: Stage, get_batch, total: int, clean, use_ema: bool,
+              retotal: Callable[[float, float], int] | None = None) -> tuple[float, int]:
         cfg, run, part = self.cfg, self.run, self.run.part
         start = run.t
         bar = None
@@ -799,8 +820,17 @@ class Trainer:
         t0 = time.perf_counter()
         part.model.train()
         with rng:
-            for t in range(start, total):
+            t = start
+            while t < total:
+                ti = time.perf_counter()
                 loss, est = self._iteration(stage, step, get_batch(t), t, total)
+                if retotal is not None and t == start + 1:   # time budget: count from the second iteration
+                    if self.device.type == "cuda":
+                        torch.cuda.synchronize(self.device)
+                    now = time.perf_counter()
+                    total = retotal(now - t0, now - ti)
+                    if bar is not None:
+                        bar.total = total
                 pending.append(loss.detach().float())
                 if use_ema and cfg.ema is not None and est is not None:
                     run.ema = ema_update(run.ema, est, cfg.ema)
@@ -822,6 +852,7 @@ class Trainer:
                         run.losses.extend(torch.stack(pending).cpu().tolist())
                         pending = []
                     self.save_checkpoint(cfg.checkpoint)
+                t += 1
         if pending:
             run.losses.extend(torch.stack(pending).cpu().tolist())
         if bar is not None:
