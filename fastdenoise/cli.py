@@ -153,6 +153,8 @@ def _options(a) -> dict:
         opts["max_memory"] = parse_size(a.max_memory)
     if a.progress:
         opts["progress"] = True
+    if getattr(a, "time_budget", None) is not None:
+        opts["time_budget"] = a.time_budget
     return opts
 
 
@@ -393,6 +395,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="output EMA decay, e.g. 0.95; 0 turns it off (default: the method's: 0.9 for p2n, 0.98 for "
                         "nb2nb, off for the others)")
     d.add_argument("--reference", action="store_true", help="plain-torch ops, fp32, no CUDA graphs (for checks)")
+    d.add_argument("--time-budget", type=float, default=None, metavar="SECONDS",
+                   help="seconds of training per image: the iterations are picked from a timed iteration and "
+                        "printed (at most the method's default)")
     d.add_argument("--clean", default=None, metavar="PATH",
                    help="clean reference: a file (one input) or a directory with files of the same names; "
                         "prints PSNR before/after")

@@ -198,3 +198,15 @@ def test_zsn2n_end_to_end_through_the_cli(tmp_path):
     out = list((tmp_path / "out").iterdir())
     assert len(out) == 1 and "zsn2n" in out[0].name
     assert iio.imread(out[0]).shape == (32, 32, 3)
+
+
+def test_time_budget_picks_the_iterations(capsys):
+    from fastdenoise.methods import zsn2n
+
+    _, y = noisy_pair(7)
+    tight = zsn2n.fit(y, device="cpu", iters=50, time_budget=1e-6)
+    assert tight.iters == 2 and len(tight.losses) == 2                # two timed iterations at least
+    assert "time budget" in capsys.readouterr().err
+    loose = zsn2n.fit(y, device="cpu", iters=5, time_budget=1e6)
+    assert loose.iters == 5                                           # never more than the nominal count
+    assert loose.losses == zsn2n.fit(y, device="cpu", iters=5).losses  # and then exactly the unbudgeted run
