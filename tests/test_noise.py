@@ -96,3 +96,45 @@ def test_invalid_inputs():
         noise.add_poisson(x - 2, 30, 0)
     with pytest.raises(TypeError, match="seed"):
         noise.add_gaussian(x, 25, 1.5)
+
+
+def test_correlated_noise_law_and_layouts():
+    add_correlated = noise.add_correlated
+
+    x = np.full((96, 96, 3), 0.5, np.float32)
+    y = noise.add_noise(x, "correlated:25", seed=1)
+    n = (y - x).astype(np.float64) * 255
+    assert abs(n.std() - 25) < 25 * 0.05                           # per-pixel std kept by the normalised kernel
+    rho = np.corrcoef(n[:, :-1].ravel(), n[:, 1:].ravel())[0, 1]
+    assert abs(rho - 4 / 6) < 0.05                                 # [1 2 1] x [1 2 1]: lag-1 correlation 4/6
+    assert abs(np.corrcoef(n[..., 0].ravel(), n[..., 1].ravel())[0, 1]) < 0.05   # channels independent
+    np.testing.assert_array_equal(noise.add_noise(x, "correlated:25", seed=1), y)     # seeded
+    t = torch.from_numpy(x.transpose(2, 0, 1).copy())
+    np.testing.assert_allclose(add_correlated(t, 25, 1).numpy().transpose(1, 2, 0), y)  # (C, H, W) tensor
+    white = add_correlated(x, 25, 1, kernel=1) - x
+    assert abs(np.corrcoef(white[:, :-1, 0].ravel(), white[:, 1:, 0].ravel())[0, 1]) < 0.05
+    with pytest.raises(ValueError, match="kernel"):
+        add_correlated(x, 25, 1, kernel=4)
+
+
+def test_demosaic_noise():
+    add_demosaic = noise.add_demosaic
+
+    x = np.full((64, 64, 3), 0.4, np.float32)
+    y = noise.add_noise(x, "demosaic:30:2", seed=2)
+    n = (y - x).astype(np.float64)
+    assert abs(n.mean()) < 0.01 and 0.02 < n.std() < 0.2           # ~sqrt(0.4/30) = 0.115 on measured sites, less where interpolated
+    assert np.corrcoef(n[:, :-1, 1].ravel(), n[:, 1:, 1].ravel())[0, 1] > 0.2     # interpolation correlates
+    np.testing.assert_array_equal(add_demosaic(x, 30, 2, read=2.0), y)
+    with pytest.raises(ValueError, match="RGB"):
+        add_demosaic(x[..., :1], 30, 2)
+
+
+def test_parse_correlated_specs():
+    assert str(noise.parse_noise("correlated:25")) == "correlated:25"
+    assert str(noise.parse_noise("correlated:25:5")) == "correlated:25:5"
+    assert str(noise.parse_noise("demosaic:30:2")) == "demosaic:30:2"
+    with pytest.raises(ValueError, match="odd"):
+        noise.parse_noise("correlated:25:4")
+    with pytest.raises(ValueError, match="third field"):
+        noise.parse_noise("gaussian:25:3")
