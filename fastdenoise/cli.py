@@ -430,7 +430,8 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Denoise 256x256 centre crops of scikit-image samples with synthetic noise and "
                                    "print a table (noisy input and BM3D, if installed, as rows).")
     e.add_argument("--method", default="p2n", help=f"comma-separated methods (default p2n), e.g. p2n,nb2nb, or 'all' ({', '.join(methods)})")
-    e.add_argument("--noise", default="gaussian:25", help="comma-separated: gaussian:SIGMA255, poisson:LAMBDA")
+    e.add_argument("--noise", default="gaussian:25", help="comma-separated: gaussian:SIGMA255, poisson:LAMBDA, correlated:SIGMA255[:K] (filtered), "
+                   "demosaic:LAMBDA[:READ] (raw through demosaicing)")
     e.add_argument("--images", default="astronaut", help="comma-separated: astronaut,chelsea,coffee,camera")
     e.add_argument("--crop", type=int, default=256)
     e.add_argument("--iters", type=int, default=None, help="iterations (default: each method's)")
