@@ -11,6 +11,7 @@ from collections.abc import Callable
 import torch
 
 LIB = torch.library.Library("fastdenoise", "DEF")
+IMPLS: dict[str, Callable] = {}  # op name -> its CPU/CUDA impl (fastdenoise.hostwork looks inside the ops)
 
 
 def register_op(name: str, schema: str, impl: Callable, fake: Callable):
@@ -20,6 +21,7 @@ def register_op(name: str, schema: str, impl: Callable, fake: Callable):
     qualname = f"fastdenoise::{name}"
     torch.library.define(qualname, schema, lib=LIB)
     torch.library.impl(qualname, ("CPU", "CUDA"), impl, lib=LIB)
+    IMPLS[name] = impl
     torch.library.register_fake(qualname, fake, lib=LIB)
     return getattr(torch.ops.fastdenoise, name).default
 

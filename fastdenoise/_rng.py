@@ -18,6 +18,9 @@ uniform floats use ``(word >> 8) * 2**-24`` (exact in float32).
 """
 from __future__ import annotations
 
+import struct
+
+import numpy as np
 import torch
 
 PHILOX_A = 0xD2511F53
@@ -99,3 +102,89 @@ def draw_seed(generator: torch.Generator | None = None) -> int:
     """A fresh 62-bit seed from torch's (CPU) generator: callers who pass no seed stay reproducible
     under ``torch.manual_seed``."""
     return int(torch.randint(0, 2**62, (1,), generator=generator).item())
+
+
+# ----------------------------------------------------------------------------------------------
+# Exactly reproducible standard normals: Box-Muller with the logarithm, sine and cosine built from
+# correctly rounded float64 operations only (+, -, *, /, sqrt; integer and bit operations), in one fixed
+# order. ``_triton_rng.normal_pair`` performs the very same operations, so the values are bit-identical
+# on the host, in the Triton interpreter and on a GPU (kernels launched without FP contraction). They
+# agree with ``normal_host`` to a few float64 ulps (its libm log/cos/sin round differently), hence the
+# same numbers once rounded to float32.
+
+
+def _f64(bits: int) -> float:
+    return struct.unpack("<d", struct.pack("<q", bits))[0]
+
+
+# 2 / (2k + 1), k = 0..11: log(m) = s * P(s^2) with s = (m - 1) / (m + 1), |s| <= 0.1716 (truncation < 1e-18)
+LOG_C = tuple(_f64(b) for b in (
+    0x4000000000000000, 0x3FE5555555555555, 0x3FD999999999999A, 0x3FD2492492492492, 0x3FCC71C71C71C71C,
+    0x3FC745D1745D1746, 0x3FC3B13B13B13B14, 0x3FC1111111111111, 0x3FBE1E1E1E1E1E1E, 0x3FBAF286BCA1AF28,
+    0x3FB8618618618618, 0x3FB642C8590B2164))
+# 1 / (2k + 1)!, k = 0..8 (sin) and 1 / (2k)!, k = 0..9 (cos) on |theta| <= pi / 4 (truncation < 1e-19)
+SIN_C = tuple(_f64(b) for b in (
+    0x3FF0000000000000, 0x3FC5555555555555, 0x3F81111111111111, 0x3F2A01A01A01A01A, 0x3EC71DE3A556C734,
+    0x3E5AE64567F544E4, 0x3DE6124613A86D09, 0x3D6AE7F3E733B81F, 0x3CE952C77030AD4A))
+COS_C = tuple(_f64(b) for b in (
+    0x3FF0000000000000, 0x3FE0000000000000, 0x3FA5555555555555, 0x3F56C16C16C16C17, 0x3EFA01A01A01A01A,
+    0x3E927E4FB7789F5C, 0x3E21EED8EFF8D898, 0x3DA93974A8C07C9D, 0x3D2AE7F3E733B81F, 0x3CA6827863B97D97))
+LN2_HI = _f64(0x3FE62E42FEE00000)  # few mantissa bits: e * LN2_HI is exact
+LN2_LO = _f64(0x3DEA39EF35793C76)
+PI_2 = _f64(0x3FF921FB54442D18)
+SQRT2 = _f64(0x3FF6A09E667F3BCD)
+_MANT = (1 << 52) - 1
+_EXP1 = 1023 << 52
+
+
+def _sqrt_rn(x: torch.Tensor) -> torch.Tensor:
+    """Correctly rounded float64 square root (torch's vectorised CPU sqrt is not: measured, 7 of 1024
+    values one ulp off; NumPy's is IEEE)."""
+    return torch.from_numpy(np.sqrt(x.cpu().numpy())).to(x.device)
+
+
+def box_muller_exact(w0: torch.Tensor, w1: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(r cos(2 pi u2), r sin(2 pi u2)), r = sqrt(-2 log u1), u1 = (w0 + 1) 2**-32 in (0, 1],
+    u2 = w1 2**-32, from uint32 words (int64 tensors), in float64; the operation order that every
+    backend follows."""
+    # log(u1) = log(m) + (e - 32) log 2 with w0 + 1 = m 2**e, m in [sqrt(1/2), sqrt(2)) (exact split)
+    k = (w0 + 1).to(torch.float64)
+    bits = k.view(torch.int64)
+    e = (bits >> 52) - 1023
+    m = ((bits & _MANT) | _EXP1).view(torch.float64)
+    big = m > SQRT2
+    m = torch.where(big, m * 0.5, m)
+    e = e + big.to(torch.int64)
+    s = (m - 1.0) / (m + 1.0)
+    s2 = s * s
+    p = LOG_C[10] + s2 * LOG_C[11]
+    for c in reversed(LOG_C[:10]):
+        p = c + s2 * p
+    ef = (e - 32).to(torch.float64)
+    log_u1 = (s * p + ef * LN2_LO) + ef * LN2_HI
+    r = _sqrt_rn(-2.0 * log_u1)
+    # 2 pi u2 = n pi/2 + theta: n = round(4 u2) and d = 4 u2 - n in [-1/2, 1/2] by integer arithmetic
+    n = (w1 + 2**29) >> 30
+    th = (w1 - (n << 30)).to(torch.float64) * 2.0**-30 * PI_2
+    t = th * th
+    sp = SIN_C[7] - t * SIN_C[8]
+    for c in reversed(SIN_C[:7]):
+        sp = c - t * sp
+    sn = th * sp
+    cs = COS_C[8] - t * COS_C[9]
+    for c in reversed(COS_C[:8]):
+        cs = c - t * cs
+    q = n & 3
+    cos2 = torch.where(q == 0, cs, torch.where(q == 1, -sn, torch.where(q == 2, -cs, sn)))
+    sin2 = torch.where(q == 0, sn, torch.where(q == 1, cs, torch.where(q == 2, -sn, -cs)))
+    return r * cos2, r * sin2
+
+
+def normal_exact(seed: int, index: torch.Tensor, stream: int = 0) -> torch.Tensor:
+    """Standard normal number ``index`` of the stream, float64, in ``normal_host``'s layout (normal ``j``
+    is the cosine (even ``j``) or sine (odd ``j``) branch of the words at counters ``2 (j // 2)`` and
+    ``2 (j // 2) + 1``), computed by :func:`box_muller_exact`."""
+    index = index.to(torch.int64)
+    base = (index >> 1) << 1
+    zc, zs = box_muller_exact(philox(seed, base, stream), philox(seed, base + 1, stream))
+    return torch.where((index & 1) == 0, zc, zs)

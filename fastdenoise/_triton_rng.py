@@ -53,3 +53,73 @@ def choice(word, k: tl.constexpr):
 def uniform(word):
     """float32 uniform in [0, 1) from the top 24 bits."""
     return (word >> 8).to(tl.float32) * (1.0 / 16777216.0)
+
+
+@triton.jit
+def _f64(bits: tl.constexpr):
+    """A float64 constant from its bit pattern (a float literal would be rounded to float32)."""
+    return tl.full([], bits, tl.int64).to(tl.float64, bitcast=True)
+
+
+@triton.jit
+def box_muller_exact(w0, w1):
+    """``fastdenoise._rng.box_muller_exact`` operation for operation (same constants, same order), so
+    the float64 results are bit-identical when launched without FP contraction (``_triton_util.EXACT``)."""
+    k = (w0.to(tl.int64) + 1).to(tl.float64)
+    bits = k.to(tl.int64, bitcast=True)
+    e = (bits >> 52) - 1023
+    m = ((bits & 0xFFFFFFFFFFFFF) | 0x3FF0000000000000).to(tl.float64, bitcast=True)
+    big = m > _f64(0x3FF6A09E667F3BCD)
+    m = tl.where(big, m * 0.5, m)
+    e = e + big.to(tl.int64)
+    s = (m - 1.0) / (m + 1.0)
+    s2 = s * s
+    p = _f64(0x3FB8618618618618) + s2 * _f64(0x3FB642C8590B2164)
+    p = _f64(0x3FBAF286BCA1AF28) + s2 * p
+    p = _f64(0x3FBE1E1E1E1E1E1E) + s2 * p
+    p = _f64(0x3FC1111111111111) + s2 * p
+    p = _f64(0x3FC3B13B13B13B14) + s2 * p
+    p = _f64(0x3FC745D1745D1746) + s2 * p
+    p = _f64(0x3FCC71C71C71C71C) + s2 * p
+    p = _f64(0x3FD2492492492492) + s2 * p
+    p = _f64(0x3FD999999999999A) + s2 * p
+    p = _f64(0x3FE5555555555555) + s2 * p
+    p = _f64(0x4000000000000000) + s2 * p
+    ef = (e - 32).to(tl.float64)
+    log_u1 = (s * p + ef * _f64(0x3DEA39EF35793C76)) + ef * _f64(0x3FE62E42FEE00000)
+    r = tl.sqrt(-2.0 * log_u1)  # fp64: sqrt.rn.f64 (correctly rounded)
+    w1 = w1.to(tl.int64)
+    n = (w1 + 536870912) >> 30
+    th = (w1 - (n << 30)).to(tl.float64) * 9.313225746154785e-10 * _f64(0x3FF921FB54442D18)
+    t = th * th
+    sp = _f64(0x3D6AE7F3E733B81F) - t * _f64(0x3CE952C77030AD4A)
+    sp = _f64(0x3DE6124613A86D09) - t * sp
+    sp = _f64(0x3E5AE64567F544E4) - t * sp
+    sp = _f64(0x3EC71DE3A556C734) - t * sp
+    sp = _f64(0x3F2A01A01A01A01A) - t * sp
+    sp = _f64(0x3F81111111111111) - t * sp
+    sp = _f64(0x3FC5555555555555) - t * sp
+    sp = _f64(0x3FF0000000000000) - t * sp
+    sn = th * sp
+    cs = _f64(0x3D2AE7F3E733B81F) - t * _f64(0x3CA6827863B97D97)
+    cs = _f64(0x3DA93974A8C07C9D) - t * cs
+    cs = _f64(0x3E21EED8EFF8D898) - t * cs
+    cs = _f64(0x3E927E4FB7789F5C) - t * cs
+    cs = _f64(0x3EFA01A01A01A01A) - t * cs
+    cs = _f64(0x3F56C16C16C16C17) - t * cs
+    cs = _f64(0x3FA5555555555555) - t * cs
+    cs = _f64(0x3FE0000000000000) - t * cs
+    cs = _f64(0x3FF0000000000000) - t * cs
+    q = n & 3
+    cos2 = tl.where(q == 0, cs, tl.where(q == 1, -sn, tl.where(q == 2, -cs, sn)))
+    sin2 = tl.where(q == 0, sn, tl.where(q == 1, cs, tl.where(q == 2, -sn, -cs)))
+    return r * cos2, r * sin2
+
+
+@triton.jit
+def normal_exact(seed_lo, seed_hi, index, stream):
+    """Standard normal number ``index`` of the stream in float64 (``fastdenoise._rng.normal_exact``)."""
+    index = index.to(tl.int64)
+    base = (index >> 1) << 1
+    zc, zs = box_muller_exact(philox(seed_lo, seed_hi, base, stream), philox(seed_lo, seed_hi, base + 1, stream))
+    return tl.where((index & 1) == 0, zc, zs)

@@ -19,6 +19,9 @@ _TL_DTYPES = {
 # 3.9, whose default for it changes in 3.10). ``python -m fastdenoise.gpucheck`` checks that these
 # kernels were launched with it and that their PTX holds no fma.
 EXACT = {"enable_fp_fusion": False}
+# Launch option of the other kernels (stated tolerance): contraction allowed, said explicitly so the
+# result does not change with Triton's default.
+FUSED = {"enable_fp_fusion": True}
 
 # The tolerance of kernels that are not bit-identical (reductions in per-program partials, exp/log, or a
 # different summation order than the reference): what tests/common.tol allows.
@@ -79,10 +82,13 @@ def to_store(v, out_ty: tl.constexpr):
     """``v`` (op-math value) cast to the stored type ``out_ty`` with round-to-nearest-even, the GPU's
     rounding, on every backend: for bfloat16 the rounding is done on the float32 bits first (the
     Triton interpreter truncates on a float32 -> bfloat16 cast; the cast of the pre-rounded value is
-    exact everywhere); NaN passes through unchanged. float16 casts round to nearest even everywhere."""
+    exact everywhere); NaN passes through unchanged. float16 casts round to nearest even everywhere.
+    A float64 value goes to a half type through float32, as torch's conversion does."""
     if out_ty == tl.bfloat16:
         f = v.to(tl.float32)
         bits = f.to(tl.uint32, bitcast=True)
         bits = (bits + (0x7FFF + ((bits >> 16) & 1))) & 0xFFFF0000
         v = tl.where(f == f, bits.to(tl.float32, bitcast=True), f)
+    elif out_ty == tl.float16:
+        v = v.to(tl.float32)
     return v.to(out_ty)

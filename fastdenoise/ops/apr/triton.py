@@ -10,6 +10,7 @@ from fastdenoise._runtime import seed_halves
 from fastdenoise._triton_rng import choice
 from fastdenoise._triton_rng import packed
 from fastdenoise._triton_util import EXACT
+from fastdenoise._triton_util import FUSED
 from fastdenoise._triton_util import TOLERANCE
 from fastdenoise._triton_util import bit_identical
 from fastdenoise._triton_util import block_size
@@ -150,7 +151,7 @@ def _gather_bwd(d1, d2, seed: int, s1: float, s2: float) -> torch.Tensor:
     if dx.numel():
         blk = block_size(h * w)
         _apr_bwd_kernel[(triton.cdiv(h * w, blk), b)](d1, d2, dx, c, h, w, *seed_halves(seed), float(s1), float(s2),
-                                                      ACC_DTYPE=tl_dtype(opmath_dtype(d1.dtype)), BLOCK=blk)
+                                                      ACC_DTYPE=tl_dtype(opmath_dtype(d1.dtype)), BLOCK=blk, **FUSED)
     return dx
 
 
@@ -170,6 +171,6 @@ def apr_loss_fwd_triton(out, y, fy, seed: int, lam: float, compute_grad: bool, g
     gr = torch.empty_like(out) if grad_fy else out.new_empty((0,))
     _apr_loss_kernel[(nj, b)](out, y, fy, grad if compute_grad else out, gr if grad_fy else out, part, c, h, w,
                                   *seed_halves(seed), float(lam), 1.0 / n, float(lam) / n,
-                                  COMPUTE_GRAD=compute_grad, GRAD_FY=grad_fy, BLOCK=blk)
+                                  COMPUTE_GRAD=compute_grad, GRAD_FY=grad_fy, BLOCK=blk, **FUSED)
     gfy = _gather_bwd(gr, gr, seed, -1.0, 1.0) if grad_fy else out.new_empty((0,))
     return part.sum() / n, grad, gfy

@@ -10,6 +10,7 @@ from fastdenoise._runtime import opmath_dtype
 from fastdenoise._runtime import seed_halves
 from fastdenoise._triton_rng import philox
 from fastdenoise._triton_util import EXACT
+from fastdenoise._triton_util import FUSED
 from fastdenoise._triton_util import TOLERANCE
 from fastdenoise._triton_util import bit_identical
 from fastdenoise._triton_util import block_size
@@ -165,7 +166,7 @@ def blind2grad_loss_fwd_triton(a, f, y, mask, omega: float, gamma: float, masked
     blk = block_size(n, hi=512)
     npr = triton.cdiv(n, blk)
     part = torch.empty((2, npr), dtype=acc_dt, device=a.device)
-    _blind2grad_loss_kernel[(npr,)](a, f, y, mask, coef, ga if grad_a else a, gf if grad_f else a, part, n, c, h, w, h * w,
-                                    MASKED=masked_only, GRAD_A=grad_a, GRAD_F=grad_f, BLOCK=blk)
+    _blind2grad_loss_kernel[(npr,)](a, f, y, mask, coef, ga if grad_a else a, gf if grad_f else a, part, n, c, h, w,
+                                    h * w, MASKED=masked_only, GRAD_A=grad_a, GRAD_F=grad_f, BLOCK=blk, **FUSED)
     sums = part.sum(1)
     return (1.0 + gamma) * sums[0] / n_m + omega * omega * sums[1] / n_d, ga, gf

@@ -10,6 +10,7 @@ from fastdenoise._runtime import seed_halves
 from fastdenoise._triton_rng import choice
 from fastdenoise._triton_rng import philox
 from fastdenoise._triton_util import EXACT
+from fastdenoise._triton_util import FUSED
 from fastdenoise._triton_util import TOLERANCE
 from fastdenoise._triton_util import bit_identical
 from fastdenoise._triton_util import block_size
@@ -139,5 +140,6 @@ def nb2nb_loss_fwd_triton(out, y, fy, seed: int, gamma: float, compute_grad: boo
     part = torch.empty((b * hh, nj), dtype=acc_dt, device=out.device)
     grad = torch.empty_like(out) if compute_grad else out.new_empty((0,))
     _nb2nb_loss_kernel[(b * hh, nj)](out, y, fy, grad if compute_grad else out, part, c, h, w, hh, wh,
-                                     *seed_halves(seed), float(gamma), 2.0 / n, COMPUTE_GRAD=compute_grad, BLOCK=blk)
+                                     *seed_halves(seed), float(gamma), 2.0 / n, COMPUTE_GRAD=compute_grad, BLOCK=blk,
+                                     **FUSED)
     return part.sum() / n, grad

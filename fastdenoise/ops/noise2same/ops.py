@@ -7,42 +7,42 @@ without any host synchronisation.
 """
 import torch
 
-from fastdenoise._library import cpp
 from fastdenoise._ext import HAS_EXT
+from fastdenoise._library import cpp
 from fastdenoise._library import register_op
+from fastdenoise._rng import box_muller_exact
 from fastdenoise._runtime import opmath_dtype
 from fastdenoise.ops.noise2same.reference import STREAM_GAUSS
 from fastdenoise.ops.noise2same.reference import gaussian_values
 from fastdenoise.ops.noise2same.reference import n_boxes
+from fastdenoise.ops.noise2same.reference import round_to
 
 GAUSSIAN, DONUT = 0, 1
 
 
 def _gaussian_values(seed: int, nbox: int, sigma_m: float, dtype: torch.dtype, device) -> torch.Tensor:
     """``reference.gaussian_values`` with the Philox words from the C++ extension when it is built (one
-    call instead of ~150 small torch ops); the Box-Muller steps are the very same torch ops as
-    ``_rng.normal_host``, so the values are bit-identical (tested)."""
+    call instead of ~150 small torch ops); the transform is the same ``_rng.box_muller_exact``, so the
+    values are bit-identical (tested)."""
     if not HAS_EXT:
         return gaussian_values(seed, nbox, sigma_m, dtype, device)
     idx = torch.arange(2 * ((nbox + 1) // 2), dtype=torch.int64)
-    w = cpp().philox(seed, idx, STREAM_GAUSS).to(torch.float64)
-    u1 = (w[0::2] + 1.0) * 2.0**-32
-    u2 = w[1::2] * 2.0**-32
-    r = torch.sqrt(-2.0 * torch.log(u1))
-    z = torch.stack([r * torch.cos(2 * torch.pi * u2), r * torch.sin(2 * torch.pi * u2)], -1).reshape(-1)[:nbox]
-    return (z * float(sigma_m)).to(dtype=dtype, device=device)
+    w = cpp().philox(seed, idx, STREAM_GAUSS)
+    zc, zs = box_muller_exact(w[0::2], w[1::2])
+    z = torch.stack([zc, zs], -1).reshape(-1)[:nbox]
+    return round_to(z * float(sigma_m), dtype).to(device)
 
 
 def _mask_fwd(x, seed, box, mode, sigma_m, backend):
-    if mode == DONUT:
-        vals = x.new_empty((0,))
-    else:
-        vals = _gaussian_values(seed, n_boxes(x.shape, box)[0], sigma_m, x.dtype, x.device)
     if backend == "cpp":
+        if mode == DONUT:
+            vals = x.new_empty((0,))
+        else:
+            vals = _gaussian_values(seed, n_boxes(x.shape, box)[0], sigma_m, x.dtype, x.device)
         return tuple(cpp().noise2same_mask_fwd(x, vals, seed, box, mode))
     from fastdenoise.ops.noise2same.triton import noise2same_mask_fwd_triton
 
-    return noise2same_mask_fwd_triton(x, vals, seed, box, mode == DONUT)
+    return noise2same_mask_fwd_triton(x, seed, box, mode == DONUT, sigma_m)  # Gaussian values drawn in-kernel
 
 
 def _mask_fwd_fake(x, seed, box, mode, sigma_m, backend):

@@ -5,8 +5,9 @@ Counter layout of the sampler (Philox keyed by ``seed``): boxes of side ``s`` ti
 linear index ``n = ((b * C + c) * nbh + bi) * nbw + bj`` (channels are independent). Its masked
 position is ``(bi * s + choice(philox(seed, n, stream=0), s), bj * s + choice(philox(seed, n,
 stream=1), s))``, dropped when outside the image. Gaussian replacement values are
-``sigma_m * normal_host(seed, n_boxes, stream=2)[n]`` (drawn on the host in float64, then rounded
-to x's dtype), so every backend is bit-identical.
+``sigma_m * normal_exact(seed, n, stream=2)`` (float64, rounded to x's dtype through float32 for half
+types): the normal transform uses correctly rounded float64 operations only, so the Triton kernel
+draws the same values in place (no host work) and every backend is bit-identical.
 
 Donut replacement (upstream: 3x3 weights [[.5, 1, .5], [1, 0, 1], [.5, 1, .5]] / 6, zero padding),
 evaluated in the op-math type (float32 for half types) in this fixed order, which every backend
@@ -44,8 +45,13 @@ def n_boxes(shape, box: int) -> tuple[int, int, int]:
 
 def gaussian_values(seed: int, nbox: int, sigma_m: float, dtype: torch.dtype, device=None) -> torch.Tensor:
     """Replacement value of every box (out-of-image boxes included): sigma_m * N(0, 1) in ``dtype``."""
-    z = _rng.normal_host(seed, nbox, stream=STREAM_GAUSS, dtype=torch.float64)
-    return (z * float(sigma_m)).to(dtype=dtype, device=device)
+    z = _rng.normal_exact(seed, torch.arange(nbox, dtype=torch.int64), stream=STREAM_GAUSS)
+    return round_to(z * float(sigma_m), dtype).to(device)
+
+
+def round_to(v: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """float64 values rounded to ``dtype`` the way the kernels store them: through float32 for half types."""
+    return (v.to(torch.float32) if dtype in (torch.float16, torch.bfloat16) else v).to(dtype)
 
 
 def mask_positions_ref(seed: int, shape, box: int, device=None) -> tuple[torch.Tensor, torch.Tensor]:

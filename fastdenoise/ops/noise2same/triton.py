@@ -3,6 +3,8 @@
 Counter layout and donut order: see reference.py (identical here, so outputs are bit-identical)."""
 from __future__ import annotations
 
+import struct
+
 import torch
 import triton
 import triton.language as tl
@@ -10,8 +12,10 @@ import triton.language as tl
 from fastdenoise._runtime import opmath_dtype
 from fastdenoise._runtime import seed_halves
 from fastdenoise._triton_rng import choice
+from fastdenoise._triton_rng import normal_exact
 from fastdenoise._triton_rng import philox
 from fastdenoise._triton_util import EXACT
+from fastdenoise._triton_util import FUSED
 from fastdenoise._triton_util import TOLERANCE
 from fastdenoise._triton_util import bit_identical
 from fastdenoise._triton_util import block_size
@@ -19,6 +23,7 @@ from fastdenoise._triton_util import cuda_tiles
 from fastdenoise._triton_util import tl_dtype
 from fastdenoise._triton_util import to_store
 from fastdenoise._triton_util import tolerance
+from fastdenoise.ops.noise2same.reference import STREAM_GAUSS
 from fastdenoise.ops.noise2same.reference import n_boxes
 
 
@@ -33,8 +38,9 @@ def _nb(x_ptr, base, i, j, di: tl.constexpr, dj: tl.constexpr, H, W, hit, ACC: t
 
 @bit_identical
 @triton.jit
-def _mask_fwd_kernel(x_ptr, vals_ptr, w6_ptr, xm_ptr, m_ptr, H, W, NBH, NBW, NGBR, seed_lo, seed_hi,
+def _mask_fwd_kernel(x_ptr, w6_ptr, xm_ptr, m_ptr, H, W, NBH, NBW, NGBR, seed_lo, seed_hi, sigma_bits,
                      BOX: tl.constexpr, BOXP2: tl.constexpr, NBR: tl.constexpr, DONUT: tl.constexpr,
+                     GAUSS: tl.constexpr,
                      ACC: tl.constexpr, BLOCK: tl.constexpr):
     """One program per (group of NBR box rows over all planes, block of columns), a (NBR, BOXP2, BLOCK) tile: the
     draws are made once per box row and column (BOX times fewer than pixels), then x is copied with
@@ -62,8 +68,9 @@ def _mask_fwd_kernel(x_ptr, vals_ptr, w6_ptr, xm_ptr, m_ptr, H, W, NBH, NBW, NGB
         edges = ((_nb(x_ptr, base, i, j, -1, 0, H, W, hit, ACC) + _nb(x_ptr, base, i, j, 0, -1, H, W, hit, ACC))
                  + _nb(x_ptr, base, i, j, 0, 1, H, W, hit, ACC)) + _nb(x_ptr, base, i, j, 1, 0, H, W, hit, ACC)
         rep = to_store((corners * 0.5 + edges) * w6, xm_ptr.dtype.element_ty)
-    else:
-        rep = tl.load(vals_ptr + n, mask=col_hit, other=0)
+    else:  # sigma_m * normal number n of the Gaussian stream, drawn here (reference.gaussian_values)
+        sigma = tl.full([], sigma_bits, tl.int64).to(tl.float64, bitcast=True)
+        rep = to_store(normal_exact(seed_lo, seed_hi, n, GAUSS) * sigma, xm_ptr.dtype.element_ty)
     tl.store(xm_ptr + off, tl.where(hit, rep, xv), mask=m)
     tl.store(m_ptr + off, tl.where(hit, 1.0, 0.0).to(m_ptr.dtype.element_ty), mask=m)
 
@@ -144,7 +151,7 @@ def _w6(dtype: torch.dtype, device) -> torch.Tensor:
     return torch.full((1,), 1.0 / 6.0, dtype=opmath_dtype(dtype), device=device)
 
 
-def noise2same_mask_fwd_triton(x: torch.Tensor, vals: torch.Tensor, seed: int, box: int, donut: bool):
+def noise2same_mask_fwd_triton(x: torch.Tensor, seed: int, box: int, donut: bool, sigma_m: float = 0.0):
     x = x.contiguous()
     b, c, h, w = x.shape
     _, nbh, nbw = n_boxes(x.shape, box)
@@ -155,10 +162,10 @@ def noise2same_mask_fwd_triton(x: torch.Tensor, vals: torch.Tensor, seed: int, b
         blk = block_size(w, hi=64 if gpu else 1024)
         boxp2, ngbr = triton.next_power_of_2(box), b * c * nbh
         nbr = 2 if gpu else min(triton.next_power_of_2(ngbr), max(1, 2**18 // (boxp2 * blk)))
-        vals = vals.contiguous() if not donut else x
+        sigma_bits = struct.unpack("<q", struct.pack("<d", float(sigma_m)))[0]
         _mask_fwd_kernel[(triton.cdiv(ngbr, nbr), triton.cdiv(w, blk))](
-            x, vals, _w6(x.dtype, x.device), xm, mask, h, w, nbh, nbw, ngbr, *seed_halves(seed),
-            BOX=box, BOXP2=boxp2, NBR=nbr, DONUT=donut, ACC=tl_dtype(opmath_dtype(x.dtype)),
+            x, _w6(x.dtype, x.device), xm, mask, h, w, nbh, nbw, ngbr, *seed_halves(seed), sigma_bits,
+            BOX=box, BOXP2=boxp2, NBR=nbr, DONUT=donut, GAUSS=STREAM_GAUSS, ACC=tl_dtype(opmath_dtype(x.dtype)),
             BLOCK=blk, **EXACT)
     return xm, mask
 
@@ -174,7 +181,7 @@ def noise2same_mask_bwd_triton(g: torch.Tensor, mask: torch.Tensor, donut: bool)
         nrb = triton.cdiv(h, bh)
         _mask_bwd_kernel[(b * c * nrb, triton.cdiv(w, blk))](
             g, mask, _w6(g.dtype, g.device), dx, h, w, nrb, DONUT=donut, ACC=tl_dtype(opmath_dtype(g.dtype)),
-            BLOCK_H=bh, BLOCK=blk)
+            BLOCK_H=bh, BLOCK=blk, **FUSED)
     return dx
 
 
@@ -186,7 +193,7 @@ def noise2same_loss_sums_triton(f, g, x, m) -> torch.Tensor:
     n = f.numel()
     nprog = triton.cdiv(n, _LOSS_BLOCK)
     part = torch.empty((nprog, 3), dtype=opmath_dtype(f.dtype), device=f.device)
-    _loss_sums_kernel[(nprog,)](f, g, x, m, part, n, BLOCK=_LOSS_BLOCK)
+    _loss_sums_kernel[(nprog,)](f, g, x, m, part, n, BLOCK=_LOSS_BLOCK, **FUSED)
     return part.sum(0)
 
 
@@ -195,5 +202,5 @@ def noise2same_loss_bwd_triton(coef, f, g, x, m):
     n = f.numel()
     gf, gm = torch.empty_like(f), torch.empty_like(f)
     _loss_bwd_kernel[(triton.cdiv(n, _LOSS_BLOCK),)](coef.contiguous(), f, g, x, m, gf, gm, n,
-                                                     ACC=tl_dtype(opmath_dtype(f.dtype)), BLOCK=_LOSS_BLOCK)
+                                                     ACC=tl_dtype(opmath_dtype(f.dtype)), BLOCK=_LOSS_BLOCK, **FUSED)
     return gf, gm

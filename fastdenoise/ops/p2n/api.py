@@ -16,6 +16,7 @@ from fastdenoise.ops.p2n import ops
 from fastdenoise.ops.p2n.reference import GRANULARITIES
 from fastdenoise.ops.p2n.reference import draw_scales
 from fastdenoise.ops.p2n.reference import group_size
+from fastdenoise.ops.p2n.reference import scales_count
 from fastdenoise.ops.p2n.reference import p2n_loss_ref
 from fastdenoise.ops.p2n.reference import rdc_renoise_ref
 
@@ -54,11 +55,12 @@ def rdc_renoise(y: torch.Tensor, x_hat: torch.Tensor, seed: int, sigma: float = 
     """P2N's Renoised Data Construction in one pass, ready for a single 2B-batch forward.
 
     With ``n = y - x_hat``: ``z = cat([x_hat + a * n, x_hat - b * n])`` on the batch axis, where the
-    scales ``a, b ~ N(1, sigma)`` (not clamped) are drawn on the host from the Philox stream of
-    ``seed`` (``_rng.normal_host``, counter layout in ``fastdenoise.ops.p2n.reference``). Every backend
-    reads the same scales and rounds ``x_hat + a * n`` the same way (no FMA), so ``z`` is bit-identical
-    across backends for every granularity, "pixel" included (its 2*B*C*H*W normals are drawn on the
-    host too: exact, but a host pass that costs about as much as the renoising for large images).
+    scales ``a, b ~ N(1, sigma)`` (not clamped) come from the Philox stream of ``seed`` through the
+    exactly reproducible normal transform ``_rng.normal_exact`` (counter layout in
+    ``fastdenoise.ops.p2n.reference``): on the host for the CPU backends, by a small kernel on the
+    device for Triton (no host work, no copy). Every backend computes the same scales and rounds
+    ``x_hat + a * n`` the same way (no FMA), so ``z`` is bit-identical across backends for every
+    granularity.
 
     Args:
         y: (B, C, H, W) noisy image. Any strides; ``z`` is contiguous.
@@ -91,10 +93,13 @@ def rdc_renoise(y: torch.Tensor, x_hat: torch.Tensor, seed: int, sigma: float = 
             raise ValueError(f"granularity must be one of {GRANULARITIES}, got {granularity!r}")
     if detach:
         x_hat = x_hat.detach()
-    scales = draw_scales(seed, y.shape, sigma, granularity, y.dtype, y.device)
     be = resolve_backend(backend, y.device)
     if be == "torch":
+        scales = draw_scales(seed, y.shape, sigma, granularity, y.dtype, y.device)
         return rdc_renoise_ref(y, x_hat, scales, granularity, bool(clamp)), scales
+    m = scales_count(y.shape, granularity)
+    per = (m,) if granularity != "pixel" else tuple(y.shape)
+    scales = ops.rdc_scales(y.detach(), seed, sigma, m, be).view(2, *per)
     z = RdcRenoiseFunction.apply(y, x_hat, scales, group_size(y.shape, granularity), bool(clamp), be)
     return z, scales
 

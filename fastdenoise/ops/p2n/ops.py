@@ -6,6 +6,20 @@ from fastdenoise._library import register_op
 from fastdenoise._runtime import opmath_dtype
 
 
+def _scales(y, seed, sigma, m, backend):
+    if backend == "cpp":
+        from fastdenoise.ops.p2n.reference import scales_flat
+
+        return scales_flat(seed, m, sigma, y.dtype)
+    from fastdenoise.ops.p2n.triton import rdc_scales_triton
+
+    return rdc_scales_triton(y, seed, sigma, m)
+
+
+def _scales_fake(y, seed, sigma, m, backend):
+    return y.new_empty((2 * m,), dtype=opmath_dtype(y.dtype))
+
+
 def _renoise_fwd(y, x_hat, scales, group, clamp, backend):
     if backend == "cpp":
         return cpp().rdc_renoise_fwd(y, x_hat, scales, group, clamp)
@@ -47,6 +61,12 @@ def _loss_fwd_fake(out_pos, out_neg, gamma, eps, compute_grad, backend):
     return out_pos.new_empty((), dtype=opmath_dtype(out_pos.dtype)), grad
 
 
+rdc_scales = register_op(
+    "rdc_scales",
+    "(Tensor y, int seed, float sigma, int m, str backend) -> Tensor",
+    _scales,
+    _scales_fake,
+)
 rdc_renoise_fwd = register_op(
     "rdc_renoise_fwd",
     "(Tensor y, Tensor x_hat, Tensor scales, int group, bool clamp, str backend) -> Tensor",

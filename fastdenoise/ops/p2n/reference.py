@@ -1,10 +1,12 @@
 """Plain-torch reference of P2N's renoised data construction and loss: the oracle for every backend.
 
-Counter layout of the scale draws (``_rng.normal_host(seed, 2 * M, stream=RENOISE_STREAM)``, float64):
-the first M normals give the positive-branch scales ``a``, the next M the negative-branch scales ``b``,
-with ``M = 1`` ("batch"), ``B`` ("image") or ``B*C*H*W`` ("pixel", row-major element order). Scales are
-``1 + sigma * normal`` computed in float64 and rounded once to ``opmath_dtype`` (float64 for float64
-inputs, else float32), so every backend reads the same values and the renoised images are bit-identical.
+Counter layout of the scale draws (``_rng.normal_exact(seed, arange(2 * M), stream=RENOISE_STREAM)``,
+float64): the first M normals give the positive-branch scales ``a``, the next M the negative-branch
+scales ``b``, with ``M = 1`` ("batch"), ``B`` ("image") or ``B*C*H*W`` ("pixel", row-major element
+order). Scales are ``1 + sigma * normal`` computed in float64 and rounded once to ``opmath_dtype``
+(float64 for float64 inputs, else float32). The normal transform uses correctly rounded float64
+operations only, so the Triton kernel draws the very same scales on the device (no host work), and the
+renoised images are bit-identical on every backend.
 """
 from __future__ import annotations
 
@@ -25,8 +27,19 @@ def draw_scales(seed: int, shape, sigma: float, granularity: str, dtype: torch.d
     m = 1
     for s in per:
         m *= int(s)
-    n = _rng.normal_host(seed, 2 * m, stream=RENOISE_STREAM, dtype=torch.float64)
-    return (1.0 + float(sigma) * n).to(opmath_dtype(dtype)).view(2, *per).to(device)
+    return scales_flat(seed, m, sigma, dtype).view(2, *per).to(device)
+
+
+def scales_flat(seed: int, m: int, sigma: float, dtype: torch.dtype) -> torch.Tensor:
+    """The 2 * m scales (a then b) in ``opmath_dtype(dtype)`` on the CPU."""
+    n = _rng.normal_exact(seed, torch.arange(2 * int(m), dtype=torch.int64), stream=RENOISE_STREAM)
+    return (1.0 + float(sigma) * n).to(opmath_dtype(dtype))
+
+
+def scales_count(shape, granularity: str) -> int:
+    """M, the number of (a, b) pairs: 1 ("batch"), B ("image") or B*C*H*W ("pixel")."""
+    b, c, h, w = shape
+    return {"image": b, "batch": 1, "pixel": b * c * h * w}[granularity]
 
 
 def group_size(shape, granularity: str) -> int:

@@ -1,12 +1,17 @@
 """Triton kernels for P2N: renoised data construction (forward/backward) and the fused loss."""
 from __future__ import annotations
 
+import struct
+
 import torch
 import triton
 import triton.language as tl
 
 from fastdenoise._runtime import opmath_dtype
+from fastdenoise._runtime import seed_halves
+from fastdenoise._triton_rng import normal_exact
 from fastdenoise._triton_util import EXACT
+from fastdenoise._triton_util import FUSED
 from fastdenoise._triton_util import TOLERANCE
 from fastdenoise._triton_util import bit_identical
 from fastdenoise._triton_util import to_store
@@ -18,6 +23,16 @@ BLOCK = 1024
 @triton.jit
 def _clamp01(z):
     return tl.where(z < 0, z * 0, tl.where(z > 1, z * 0 + 1, z))
+
+
+@bit_identical
+@triton.jit
+def _scales_kernel(s_ptr, M2, seed_lo, seed_hi, stream, sigma_bits, BLOCK: tl.constexpr):
+    """s[j] = 1 + sigma * normal_exact(seed, j) in float64, rounded to s's dtype (reference.scales_flat)."""
+    j = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    sigma = tl.full([], sigma_bits, tl.int64).to(tl.float64, bitcast=True)
+    v = 1.0 + sigma * normal_exact(seed_lo, seed_hi, j, stream)
+    tl.store(s_ptr + j, to_store(v, s_ptr.dtype.element_ty), mask=j < M2)
 
 
 @bit_identical
@@ -84,6 +99,18 @@ def _p2n_loss_kernel(p_ptr, q_ptr, grad_ptr, part_ptr, N, gm1, eps, grad_scale, 
     tl.store(part_ptr + pid, tl.sum(v, axis=0))
 
 
+def rdc_scales_triton(y: torch.Tensor, seed: int, sigma: float, m: int) -> torch.Tensor:
+    """The 2 * m scales of ``reference.scales_flat``, drawn on y's device."""
+    from fastdenoise.ops.p2n.reference import RENOISE_STREAM
+
+    s = torch.empty((2 * m,), dtype=opmath_dtype(y.dtype), device=y.device)
+    if m:
+        bits = struct.unpack("<q", struct.pack("<d", float(sigma)))[0]
+        _scales_kernel[(triton.cdiv(2 * m, BLOCK),)](s, 2 * m, *seed_halves(seed), RENOISE_STREAM, bits, BLOCK=BLOCK,
+                                                      **EXACT)
+    return s
+
+
 def _scales_meta(y: torch.Tensor, scales: torch.Tensor, group: int):
     n = y.numel()
     return n, n // group
@@ -121,5 +148,5 @@ def p2n_loss_fwd_triton(out_pos, out_neg, gamma: float, eps: float, compute_grad
     grad = torch.empty_like(out_pos) if compute_grad else out_pos.new_empty((0,))
     if n:
         _p2n_loss_kernel[(nprog,)](out_pos, out_neg, grad if compute_grad else out_pos, part, n, float(gamma) - 1.0,
-                                   float(eps), float(gamma) / n, COMPUTE_GRAD=compute_grad, BLOCK=BLOCK)
+                                   float(eps), float(gamma) / n, COMPUTE_GRAD=compute_grad, BLOCK=BLOCK, **FUSED)
     return part.sum() / n, grad

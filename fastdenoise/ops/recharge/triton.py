@@ -8,6 +8,7 @@ import triton.language as tl
 from fastdenoise._runtime import opmath_dtype
 from fastdenoise._runtime import seed_halves
 from fastdenoise._triton_rng import philox
+from fastdenoise._triton_util import FUSED
 from fastdenoise._triton_util import TOLERANCE
 from fastdenoise._triton_util import block_size
 from fastdenoise._triton_util import to_store
@@ -58,5 +59,5 @@ def recharge_l1_fwd_triton(student, y, teachers, seed: int, compute_grad: bool):
     part = torch.empty((b * h, nc), dtype=acc_dt, device=student.device)
     grad = torch.empty_like(student) if compute_grad else student.new_empty((0,))
     _recharge_l1_kernel[(b * h, nc)](student, y, teachers, grad if compute_grad else student, part, j, c, h, w, n,
-                                     *seed_halves(seed), 1.0 / n, COMPUTE_GRAD=compute_grad, BLOCK=blk)
+                                     *seed_halves(seed), 1.0 / n, COMPUTE_GRAD=compute_grad, BLOCK=blk, **FUSED)
     return part.sum() / n, grad

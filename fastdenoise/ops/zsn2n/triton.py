@@ -14,6 +14,7 @@ import triton.language as tl
 
 from fastdenoise._runtime import opmath_dtype
 from fastdenoise._triton_util import EXACT
+from fastdenoise._triton_util import FUSED
 from fastdenoise._triton_util import TOLERANCE
 from fastdenoise._triton_util import bit_identical
 from fastdenoise._triton_util import block_size
@@ -176,5 +177,5 @@ def zsn2n_loss_fwd_triton(y, n_y, n1, n2, grad_y: bool, grad_ny: bool, grad_n1: 
     _zsn2n_loss_kernel[(b * c * hh, nj)](y, n_y, n1, n2, scale, gy if grad_y else y, gny if grad_ny else y,
                                          gn1 if grad_n1 else n1, gn2 if grad_n2 else n2, part, h, w, hh, wh,
                                          GRAD_Y=grad_y, GRAD_NY=grad_ny, GRAD_N1=grad_n1,
-                                         GRAD_N2=grad_n2, BLOCK=blk)
+                                         GRAD_N2=grad_n2, BLOCK=blk, **FUSED)
     return part.sum() * (0.5 / n), gy, gny, gn1, gn2
