@@ -3,6 +3,8 @@ dtypes, block sizes, the tile choice for real GPUs, the no-contraction launch op
 backs, and the one store-rounding helper."""
 from __future__ import annotations
 
+import struct
+
 import torch
 import triton
 import triton.language as tl
@@ -59,6 +61,13 @@ def cuda_tiles(device: torch.device) -> bool:
     return device.type == "cuda" or _PRETEND_CUDA
 
 
+def f64_bits(v: float) -> int:
+    """The bit pattern of ``v`` as a float64, passed to a kernel as an int64 argument and turned back
+    with :func:`from_bits` (a float argument is rounded to float32; a one-element tensor made with
+    ``torch.tensor(..., device='cuda')`` is a host-to-device copy per call)."""
+    return struct.unpack("<q", struct.pack("<d", float(v)))[0]
+
+
 def tl_dtype(dtype: torch.dtype):
     """The Triton dtype of a torch floating dtype (e.g. ``tl_dtype(opmath_dtype(x.dtype))`` for an
     accumulator ``tl.constexpr``)."""
@@ -75,6 +84,12 @@ def block_size(n: int, lo: int = 16, hi: int = 1024) -> int:
     every launch must keep the ``lo``/``hi`` it was validated with.
     """
     return max(lo, min(hi, triton.next_power_of_2(max(n, 1))))
+
+
+@triton.jit
+def from_bits(bits):
+    """The float64 scalar whose bit pattern is the int64 argument ``bits`` (:func:`f64_bits`)."""
+    return (bits + tl.zeros([], tl.int64)).to(tl.float64, bitcast=True)
 
 
 @triton.jit

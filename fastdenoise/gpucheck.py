@@ -49,8 +49,13 @@ def _describe(v):
     import triton.language as tl
 
     if isinstance(v, torch.Tensor):
-        return {"kind": "tensor", "dtype": str(v.dtype).replace("torch.", ""), "align16": v.data_ptr() % 16 == 0,
-                "bytes": v.numel() * v.element_size(), "ptr": v.data_ptr()}
+        try:
+            ptr = v.data_ptr()
+        except RuntimeError:  # a FakeTensor (fastdenoise.hostwork): fresh buffers are 512-byte aligned on CUDA
+            ptr = None
+        align = ptr % 16 == 0 if ptr is not None else (v.storage_offset() * v.element_size()) % 16 == 0
+        return {"kind": "tensor", "dtype": str(v.dtype).replace("torch.", ""), "align16": align,
+                "bytes": v.numel() * v.element_size(), "ptr": ptr}
     if isinstance(v, bool):
         return {"kind": "bool", "value": v}
     if isinstance(v, int):

@@ -1,15 +1,14 @@
 """Counting the aten ops and kernel launches around the fused ops (the host work of a fast path).
 
 :class:`OpCounter` is a ``TorchDispatchMode`` that records every aten op with the devices of its tensor
-arguments and results (custom ``fastdenoise::`` ops are entered, so the ops of their implementations are
-seen too). :func:`fused_cases` lists one forward call of every public fused op; tests run them under the
+arguments and results (custom ``fastdenoise::`` ops are entered, so the ops of their implementations, the
+launchers included, are seen too; kernel launches are stubbed by ``gpucheck.Recorder``). :func:`fused_cases` lists one forward call of every public fused op; tests run them under the
 counter with real tensors (kernel launches stubbed and counted by ``gpucheck.Recorder``) and under
 ``FakeTensorMode`` on ``cuda`` (no CPU-tensor op, no CPU-to-CUDA copy, no ``_local_scalar_dense``).
 """
 from __future__ import annotations
 
 import torch
-from torch._subclasses.fake_tensor import FakeTensor
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
@@ -17,22 +16,22 @@ from torch.utils._pytree import tree_leaves
 FREE_OPS = {
     "empty", "empty_like", "empty_strided", "new_empty", "new_empty_strided", "view", "_unsafe_view", "reshape",
     "as_strided", "select", "slice", "detach", "alias", "unsqueeze", "squeeze", "expand", "t", "permute",
-    "transpose", "lift_fresh", "_reshape_alias", "unbind", "split", "split_with_sizes", "view_as_real",
+    "transpose", "_reshape_alias", "unbind", "split", "split_with_sizes", "view_as_real", "device",
 }
 
 
 class OpCounter(TorchDispatchMode):
     """Records ``(name, input devices, output devices)`` of every aten op dispatched inside it."""
 
-    def __init__(self):
+    def __init__(self, enter_ops: bool = True):
         super().__init__()
+        self.enter_ops = enter_ops
         self.ops: list[tuple[str, frozenset, frozenset]] = []
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         name = func.overloadpacket.__name__
-        if func.namespace == "fastdenoise" and not any(
-                isinstance(t, FakeTensor) for t in tree_leaves((args, kwargs))):
+        if func.namespace == "fastdenoise" and self.enter_ops:
             from fastdenoise._library import IMPLS
 
             with self:  # look inside the fused op: the ops of its impl count

@@ -14,21 +14,24 @@ from fastdenoise._triton_util import FUSED
 from fastdenoise._triton_util import TOLERANCE
 from fastdenoise._triton_util import bit_identical
 from fastdenoise._triton_util import block_size
+from fastdenoise._triton_util import f64_bits
+from fastdenoise._triton_util import from_bits
+from fastdenoise._triton_util import tl_dtype
 from fastdenoise._triton_util import to_store
 from fastdenoise._triton_util import tolerance
 
 
 @bit_identical
 @triton.jit
-def _dual_mask_keys_kernel(y_ptr, x_ptr, thr_ptr, comp_ptr, N, C, HW, SENTINEL, seed_lo, seed_hi,
-                           BLOCK: tl.constexpr):
+def _dual_mask_keys_kernel(y_ptr, x_ptr, thr_bits, comp_ptr, N, C, HW, SENTINEL, seed_lo, seed_hi,
+                           ACC: tl.constexpr, BLOCK: tl.constexpr):
     """Composite key key * HW + (i * W + j) per flat pixel, 2**32 * HW per detail pixel (reference.py).
     Flat 1-D grid over the B * H * W pixels (the linear pixel index is also the Philox counter)."""
     q = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     m = q < N
     b = q // HW  # int64 (q is): no .to() on scalar args, which Triton may specialise to constexpr 1
     pix = q - b * HW
-    thr = tl.load(thr_ptr)
+    thr = from_bits(thr_bits).to(ACC)  # eps_g rounded to the compute dtype, as the reference does
     mx = tl.zeros([BLOCK], dtype=thr.dtype)
     for c in range(0, C):
         o = (b * C + c) * HW + pix
@@ -130,11 +133,11 @@ def dual_mask_fwd_triton(y: torch.Tensor, x_m: torch.Tensor, seed: int, k: int, 
     mask = torch.empty((b, 1, h, w), dtype=y.dtype, device=y.device)
     if mask.numel() == 0:
         return mask
-    thr = torch.tensor([eps_g], dtype=opmath_dtype(y.dtype), device=y.device)
     comp = torch.empty((b, hw), dtype=torch.int64, device=y.device)
     blk = block_size(b * hw)
-    _dual_mask_keys_kernel[(triton.cdiv(b * hw, blk),)](y, x_m, thr, comp, b * hw, c, hw, hw * 2**32,
-                                                        *seed_halves(seed), BLOCK=blk, **EXACT)
+    _dual_mask_keys_kernel[(triton.cdiv(b * hw, blk),)](y, x_m, f64_bits(eps_g), comp, b * hw, c, hw, hw * 2**32,
+                                                        *seed_halves(seed), ACC=tl_dtype(opmath_dtype(y.dtype)),
+                                                        BLOCK=blk, **EXACT)
     if k > 0:
         t = comp.kthvalue(k, dim=1).values.contiguous()  # on device, no host sync
     else:
@@ -160,7 +163,7 @@ def blind2grad_loss_fwd_triton(a, f, y, mask, omega: float, gamma: float, masked
         n_d = (nz[..., 1:] | nz[..., :-1]).sum() + (nz[..., 1:, :] | nz[..., :-1, :]).sum()
         n_d = (n_d * c).to(acc_dt).clamp_min(1)
     else:
-        n_d = torch.tensor(float(max(b * c * (h * (w - 1) + (h - 1) * w), 1)), dtype=acc_dt, device=a.device)
+        n_d = torch.full((), float(max(b * c * (h * (w - 1) + (h - 1) * w), 1)), dtype=acc_dt, device=a.device)
     coef = torch.stack([2.0 * (1.0 + gamma) / n_m, 2.0 * omega * omega / n_d])
     n = b * h * w
     blk = block_size(n, hi=512)
@@ -168,5 +171,5 @@ def blind2grad_loss_fwd_triton(a, f, y, mask, omega: float, gamma: float, masked
     part = torch.empty((2, npr), dtype=acc_dt, device=a.device)
     _blind2grad_loss_kernel[(npr,)](a, f, y, mask, coef, ga if grad_a else a, gf if grad_f else a, part, n, c, h, w,
                                     h * w, MASKED=masked_only, GRAD_A=grad_a, GRAD_F=grad_f, BLOCK=blk, **FUSED)
-    sums = part.sum(1)
-    return (1.0 + gamma) * sums[0] / n_m + omega * omega * sums[1] / n_d, ga, gf
+    s_c, s_g = part.sum(1).unbind(0)  # unbind, not [0]: integer indexing of a fake CUDA tensor aborts on CPU builds
+    return (1.0 + gamma) * s_c / n_m + omega * omega * s_g / n_d, ga, gf

@@ -65,12 +65,12 @@ def _mask_bwd_fake(grad, mask, seed, box, mode, backend):
 def _combine(sums: torch.Tensor, n: int, lam: float, eps: float, dtype: torch.dtype):
     """(loss, coef) from the three sums, with torch ops on the sums' device (no host sync)."""
     s = sums.to(torch.float64)
-    sm = s[2]
+    s0, s1, sm = s.unbind(0)
     pos = sm > 0
     sm_safe = torch.where(pos, sm, torch.ones_like(sm))
-    inv = torch.where(pos, s[1] / sm_safe, torch.zeros_like(sm))
+    inv = torch.where(pos, s1 / sm_safe, torch.zeros_like(sm))
     root = torch.sqrt(torch.clamp(inv, min=eps))
-    loss = s[0] / n + lam * root
+    loss = s0 / n + lam * root
     c1 = torch.where(pos & (inv >= eps), lam / (sm_safe * root), torch.zeros_like(sm))
     coef = torch.stack([torch.full_like(sm, 2.0 / n), c1])
     return loss.to(opmath_dtype(dtype)), coef

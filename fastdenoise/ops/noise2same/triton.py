@@ -3,8 +3,6 @@
 Counter layout and donut order: see reference.py (identical here, so outputs are bit-identical)."""
 from __future__ import annotations
 
-import struct
-
 import torch
 import triton
 import triton.language as tl
@@ -20,6 +18,8 @@ from fastdenoise._triton_util import TOLERANCE
 from fastdenoise._triton_util import bit_identical
 from fastdenoise._triton_util import block_size
 from fastdenoise._triton_util import cuda_tiles
+from fastdenoise._triton_util import f64_bits
+from fastdenoise._triton_util import from_bits
 from fastdenoise._triton_util import tl_dtype
 from fastdenoise._triton_util import to_store
 from fastdenoise._triton_util import tolerance
@@ -38,7 +38,7 @@ def _nb(x_ptr, base, i, j, di: tl.constexpr, dj: tl.constexpr, H, W, hit, ACC: t
 
 @bit_identical
 @triton.jit
-def _mask_fwd_kernel(x_ptr, w6_ptr, xm_ptr, m_ptr, H, W, NBH, NBW, NGBR, seed_lo, seed_hi, sigma_bits,
+def _mask_fwd_kernel(x_ptr, w6_bits, xm_ptr, m_ptr, H, W, NBH, NBW, NGBR, seed_lo, seed_hi, sigma_bits,
                      BOX: tl.constexpr, BOXP2: tl.constexpr, NBR: tl.constexpr, DONUT: tl.constexpr,
                      GAUSS: tl.constexpr,
                      ACC: tl.constexpr, BLOCK: tl.constexpr):
@@ -62,14 +62,14 @@ def _mask_fwd_kernel(x_ptr, w6_ptr, xm_ptr, m_ptr, H, W, NBH, NBW, NGBR, seed_lo
     off = base + i * W + j
     xv = tl.load(x_ptr + off, mask=m, other=0)
     if DONUT:
-        w6 = tl.load(w6_ptr).to(ACC)
+        w6 = from_bits(w6_bits).to(ACC)
         corners = ((_nb(x_ptr, base, i, j, -1, -1, H, W, hit, ACC) + _nb(x_ptr, base, i, j, -1, 1, H, W, hit, ACC))
                    + _nb(x_ptr, base, i, j, 1, -1, H, W, hit, ACC)) + _nb(x_ptr, base, i, j, 1, 1, H, W, hit, ACC)
         edges = ((_nb(x_ptr, base, i, j, -1, 0, H, W, hit, ACC) + _nb(x_ptr, base, i, j, 0, -1, H, W, hit, ACC))
                  + _nb(x_ptr, base, i, j, 0, 1, H, W, hit, ACC)) + _nb(x_ptr, base, i, j, 1, 0, H, W, hit, ACC)
         rep = to_store((corners * 0.5 + edges) * w6, xm_ptr.dtype.element_ty)
     else:  # sigma_m * normal number n of the Gaussian stream, drawn here (reference.gaussian_values)
-        sigma = tl.full([], sigma_bits, tl.int64).to(tl.float64, bitcast=True)
+        sigma = from_bits(sigma_bits)
         rep = to_store(normal_exact(seed_lo, seed_hi, n, GAUSS) * sigma, xm_ptr.dtype.element_ty)
     tl.store(xm_ptr + off, tl.where(hit, rep, xv), mask=m)
     tl.store(m_ptr + off, tl.where(hit, 1.0, 0.0).to(m_ptr.dtype.element_ty), mask=m)
@@ -77,7 +77,7 @@ def _mask_fwd_kernel(x_ptr, w6_ptr, xm_ptr, m_ptr, H, W, NBH, NBW, NGBR, seed_lo
 
 @tolerance(TOLERANCE)
 @triton.jit
-def _mask_bwd_kernel(g_ptr, m_ptr, w6_ptr, dx_ptr, H, W, NRB, DONUT: tl.constexpr, ACC: tl.constexpr,
+def _mask_bwd_kernel(g_ptr, m_ptr, w6_bits, dx_ptr, H, W, NRB, DONUT: tl.constexpr, ACC: tl.constexpr,
                      BLOCK_H: tl.constexpr, BLOCK: tl.constexpr):
     """Gather per pixel on a (BLOCK_H, BLOCK) tile: own gradient off-mask, plus (donut) each masked
     neighbour's gradient times its weight, neighbours in raster order of the offsets (as the C++ kernel)."""
@@ -92,7 +92,7 @@ def _mask_bwd_kernel(g_ptr, m_ptr, w6_ptr, dx_ptr, H, W, NRB, DONUT: tl.constexp
     zero = tl.zeros([BLOCK_H, BLOCK], dtype=ACC)
     acc = tl.where(mv != 0, zero, g)
     if DONUT:
-        w6 = tl.load(w6_ptr).to(ACC)
+        w6 = from_bits(w6_bits).to(ACC)
         for k in tl.static_range(9):
             if k != 4:
                 a = i + (k // 3 - 1)
@@ -146,9 +146,8 @@ def _loss_bwd_kernel(coef_ptr, f_ptr, g_ptr, x_ptr, m_ptr, gf_ptr, gm_ptr, N, AC
     tl.store(gm_ptr + k, to_store(-t, gm_ptr.dtype.element_ty), mask=ok)
 
 
-def _w6(dtype: torch.dtype, device) -> torch.Tensor:
-    """1/6 rounded to the op-math type (read by the kernels, so no float32 literal rounding)."""
-    return torch.full((1,), 1.0 / 6.0, dtype=opmath_dtype(dtype), device=device)
+# 1/6 as float64 bits: the kernels round it to the op-math type (reference.donut_ref's W6)
+W6_BITS = f64_bits(1.0 / 6.0)
 
 
 def noise2same_mask_fwd_triton(x: torch.Tensor, seed: int, box: int, donut: bool, sigma_m: float = 0.0):
@@ -162,9 +161,9 @@ def noise2same_mask_fwd_triton(x: torch.Tensor, seed: int, box: int, donut: bool
         blk = block_size(w, hi=64 if gpu else 1024)
         boxp2, ngbr = triton.next_power_of_2(box), b * c * nbh
         nbr = 2 if gpu else min(triton.next_power_of_2(ngbr), max(1, 2**18 // (boxp2 * blk)))
-        sigma_bits = struct.unpack("<q", struct.pack("<d", float(sigma_m)))[0]
+        sigma_bits = f64_bits(sigma_m)
         _mask_fwd_kernel[(triton.cdiv(ngbr, nbr), triton.cdiv(w, blk))](
-            x, _w6(x.dtype, x.device), xm, mask, h, w, nbh, nbw, ngbr, *seed_halves(seed), sigma_bits,
+            x, W6_BITS, xm, mask, h, w, nbh, nbw, ngbr, *seed_halves(seed), sigma_bits,
             BOX=box, BOXP2=boxp2, NBR=nbr, DONUT=donut, GAUSS=STREAM_GAUSS, ACC=tl_dtype(opmath_dtype(x.dtype)),
             BLOCK=blk, **EXACT)
     return xm, mask
@@ -180,7 +179,7 @@ def noise2same_mask_bwd_triton(g: torch.Tensor, mask: torch.Tensor, donut: bool)
         bh = min(16 if gpu else 256, triton.next_power_of_2(h))
         nrb = triton.cdiv(h, bh)
         _mask_bwd_kernel[(b * c * nrb, triton.cdiv(w, blk))](
-            g, mask, _w6(g.dtype, g.device), dx, h, w, nrb, DONUT=donut, ACC=tl_dtype(opmath_dtype(g.dtype)),
+            g, mask, W6_BITS, dx, h, w, nrb, DONUT=donut, ACC=tl_dtype(opmath_dtype(g.dtype)),
             BLOCK_H=bh, BLOCK=blk, **FUSED)
     return dx
 

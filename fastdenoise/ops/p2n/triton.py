@@ -1,8 +1,6 @@
 """Triton kernels for P2N: renoised data construction (forward/backward) and the fused loss."""
 from __future__ import annotations
 
-import struct
-
 import torch
 import triton
 import triton.language as tl
@@ -14,6 +12,8 @@ from fastdenoise._triton_util import EXACT
 from fastdenoise._triton_util import FUSED
 from fastdenoise._triton_util import TOLERANCE
 from fastdenoise._triton_util import bit_identical
+from fastdenoise._triton_util import f64_bits
+from fastdenoise._triton_util import from_bits
 from fastdenoise._triton_util import to_store
 from fastdenoise._triton_util import tolerance
 
@@ -30,7 +30,7 @@ def _clamp01(z):
 def _scales_kernel(s_ptr, M2, seed_lo, seed_hi, stream, sigma_bits, BLOCK: tl.constexpr):
     """s[j] = 1 + sigma * normal_exact(seed, j) in float64, rounded to s's dtype (reference.scales_flat)."""
     j = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
-    sigma = tl.full([], sigma_bits, tl.int64).to(tl.float64, bitcast=True)
+    sigma = from_bits(sigma_bits)
     v = 1.0 + sigma * normal_exact(seed_lo, seed_hi, j, stream)
     tl.store(s_ptr + j, to_store(v, s_ptr.dtype.element_ty), mask=j < M2)
 
@@ -105,9 +105,8 @@ def rdc_scales_triton(y: torch.Tensor, seed: int, sigma: float, m: int) -> torch
 
     s = torch.empty((2 * m,), dtype=opmath_dtype(y.dtype), device=y.device)
     if m:
-        bits = struct.unpack("<q", struct.pack("<d", float(sigma)))[0]
-        _scales_kernel[(triton.cdiv(2 * m, BLOCK),)](s, 2 * m, *seed_halves(seed), RENOISE_STREAM, bits, BLOCK=BLOCK,
-                                                      **EXACT)
+        _scales_kernel[(triton.cdiv(2 * m, BLOCK),)](s, 2 * m, *seed_halves(seed), RENOISE_STREAM, f64_bits(sigma),
+                                                      BLOCK=BLOCK, **EXACT)
     return s
 
 

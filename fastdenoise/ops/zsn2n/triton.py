@@ -18,6 +18,8 @@ from fastdenoise._triton_util import FUSED
 from fastdenoise._triton_util import TOLERANCE
 from fastdenoise._triton_util import bit_identical
 from fastdenoise._triton_util import block_size
+from fastdenoise._triton_util import f64_bits
+from fastdenoise._triton_util import from_bits
 from fastdenoise._triton_util import tl_dtype
 from fastdenoise._triton_util import to_store
 from fastdenoise._triton_util import tolerance
@@ -63,7 +65,7 @@ def _pair_bwd_kernel(g1_ptr, g2_ptr, dx_ptr, H, W, HH, WH, CT: tl.constexpr, BLO
 
 @tolerance(TOLERANCE)
 @triton.jit
-def _zsn2n_loss_kernel(y_ptr, ny_ptr, n1_ptr, n2_ptr, scale_ptr, gy_ptr, gny_ptr, gn1_ptr, gn2_ptr, part_ptr, H,
+def _zsn2n_loss_kernel(y_ptr, ny_ptr, n1_ptr, n2_ptr, c_bits, h_bits, gy_ptr, gny_ptr, gn1_ptr, gn2_ptr, part_ptr, H,
                        W, HH, WH, GRAD_Y: tl.constexpr, GRAD_NY: tl.constexpr, GRAD_N1: tl.constexpr,
                        GRAD_N2: tl.constexpr, BLOCK: tl.constexpr):
     """Partial sum of r1^2 + r2^2 + r3^2 + r4^2 per program, and the gradients in the same pass.
@@ -71,8 +73,8 @@ def _zsn2n_loss_kernel(y_ptr, ny_ptr, n1_ptr, n2_ptr, scale_ptr, gy_ptr, gny_ptr
     With p1 = d1 - n1, p2 = d2 - n2: r1 = d1 - p2, r2 = d2 - p1, r3 = p1 - e1, r4 = p2 - e2 and
     L = sum(...) / (2N). dL/dn1 = (r2 - r3) / N, dL/dn2 = (r1 - r4) / N; n_y enters through e = pair(y - n_y):
     dL/dn_y = r3 / (2N) at TR, BL and r4 / (2N) at TL, BR; y enters through d and e, whose e-parts cancel:
-    dL/dy = (r1 - r2) / (2N) at TR, BL and its negative at TL, BR. scale_ptr holds [1/N, 1/(2N)] in the
-    compute dtype (a float argument would be rounded to float32 for float64 inputs)."""
+    dL/dy = (r1 - r2) / (2N) at TR, BL and its negative at TL, BR. c_bits, h_bits: the float64 bits of
+    1/N and 1/(2N), rounded here to the compute dtype (a float argument would be rounded to float32)."""
     row = tl.program_id(0).to(tl.int64)
     pid_j = tl.program_id(1)
     j = pid_j.to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
@@ -80,8 +82,8 @@ def _zsn2n_loss_kernel(y_ptr, ny_ptr, n1_ptr, n2_ptr, scale_ptr, gy_ptr, gny_ptr
     plane = row // HH
     i = row - plane * HH
     ct = part_ptr.dtype.element_ty
-    c_scale = tl.load(scale_ptr)
-    h_scale = tl.load(scale_ptr + 1)
+    c_scale = from_bits(c_bits).to(ct)
+    h_scale = from_bits(h_bits).to(ct)
     top = (plane * H + 2 * i) * W + 2 * j
     y_tl = tl.load(y_ptr + top, mask=m, other=0).to(ct)
     y_tr = tl.load(y_ptr + top + 1, mask=m, other=0).to(ct)
@@ -173,8 +175,8 @@ def zsn2n_loss_fwd_triton(y, n_y, n1, n2, grad_y: bool, grad_ny: bool, grad_n1: 
     blk = block_size(wh)
     nj = triton.cdiv(wh, blk)
     part = torch.empty((b * c * hh, nj), dtype=acc_dt, device=y.device)
-    scale = torch.tensor([1.0 / n, 0.5 / n], dtype=acc_dt, device=y.device)
-    _zsn2n_loss_kernel[(b * c * hh, nj)](y, n_y, n1, n2, scale, gy if grad_y else y, gny if grad_ny else y,
+    _zsn2n_loss_kernel[(b * c * hh, nj)](y, n_y, n1, n2, f64_bits(1.0 / n), f64_bits(0.5 / n),
+                                         gy if grad_y else y, gny if grad_ny else y,
                                          gn1 if grad_n1 else n1, gn2 if grad_n2 else n2, part, h, w, hh, wh,
                                          GRAD_Y=grad_y, GRAD_NY=grad_ny, GRAD_N1=grad_n1,
                                          GRAD_N2=grad_n2, BLOCK=blk, **FUSED)
