@@ -49,10 +49,10 @@ def _describe(v):
     import triton.language as tl
 
     if isinstance(v, torch.Tensor):
-        try:
-            ptr = v.data_ptr()
-        except RuntimeError:  # a FakeTensor (fastdenoise.hostwork): fresh buffers are 512-byte aligned on CUDA
-            ptr = None
+        from torch._subclasses.fake_tensor import FakeTensor
+
+        # a FakeTensor (fastdenoise.hostwork) has no data pointer: fresh CUDA buffers are 512-byte aligned
+        ptr = None if isinstance(v, FakeTensor) else v.data_ptr()
         align = ptr % 16 == 0 if ptr is not None else (v.storage_offset() * v.element_size()) % 16 == 0
         return {"kind": "tensor", "dtype": str(v.dtype).replace("torch.", ""), "align16": align,
                 "bytes": v.numel() * v.element_size(), "ptr": ptr}
