@@ -38,7 +38,6 @@ an unbatched input), on the input's device; :func:`mean` averages it to a Python
 """
 from __future__ import annotations
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
