@@ -1,7 +1,8 @@
 """Run the benchmark suite and print its table: `python -m benchmarks.run [pytest -k expr] [--json-only]`.
 
 Writes benchmarks/results/<device>/<date>.json (pytest-benchmark JSON, with device, date, torch and
-triton versions under machine_info.fastdenoise) and latest.json, then prints a markdown table:
+triton versions under machine_info.fastdenoise) and, for a full run (no -k), latest.json, then prints a
+markdown table:
 median ms per provider, GB/s of the fused path, and the speed-up of the fused path over the torch
 reference and the upstream-style eager code.
 """
@@ -77,7 +78,8 @@ def main(argv=None) -> int:
     rc = subprocess.call(cmd, cwd=os.path.dirname(HERE))
     if not os.path.exists(path):
         return rc or 1
-    shutil.copyfile(path, os.path.join(outdir, "latest.json"))
+    if not args.k:   # latest.json is the latest full run; a -k selection stays under its date only
+        shutil.copyfile(path, os.path.join(outdir, "latest.json"))
     with open(path) as f:
         print(table(json.load(f)))
     print(f"\nJSON: {os.path.relpath(path, os.path.dirname(HERE))}")
