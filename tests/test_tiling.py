@@ -1,0 +1,123 @@
+"""Bounded memory: blended tiles (no seams), tiled vs whole-image inference within 0.05 dB, the memory plan."""
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from fastdenoise import tiling
+from fastdenoise.methods import get_builder
+from fastdenoise.methods.engine import Trainer
+from fastdenoise.metrics import psnr
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def _pair(side=192, seed=0):
+    from fastdenoise.io import load_sample
+
+    clean = torch.from_numpy(load_sample("astronaut", side)).permute(2, 0, 1)[None]
+    g = torch.Generator().manual_seed(seed)
+    return clean + 25 / 255 * torch.randn(clean.shape, generator=g), clean
+
+
+def test_tile_starts_cover_and_windows_sum_to_one():
+    for n, tile, ov in ((200, 96, 32), (97, 96, 32), (64, 96, 16), (1000, 160, 64)):
+        starts = tiling.tile_starts(n, tile, ov)
+        cover = np.zeros(n)
+        for a in starts:
+            cover[a:a + min(tile, n)] += 1
+        assert cover.min() >= 1 and starts[-1] + min(tile, n) == n
+    x = torch.rand(2, 3, 200, 300)
+    torch.testing.assert_close(tiling.tiled(lambda t: t * 2, x, 96, 32), 2 * x)   # partition of unity
+    w = tiling.window(96, 32, 32, None)
+    assert float(w.min()) > 0 and float(w[40]) == 1.0
+    torch.testing.assert_close(w[-32:] + w[:32], torch.ones(32))   # fall of one tile + rise of the next
+
+
+def test_blend_has_no_seams():
+    """A per-tile constant offset (the worst case of a network's tile-dependence) blends into a smooth ramp:
+    neighbouring pixels differ by at most about pi/2 * step / overlap, not by the whole step."""
+    x = torch.zeros(1, 1, 64, 400)
+    calls = []
+
+    def fn(t):
+        calls.append(1)
+        return torch.full_like(t, float(len(calls)))
+
+    y = tiling.tiled(fn, x, 128, 64)
+    jump = float((y[..., 1:] - y[..., :-1]).abs().max())
+    assert len(calls) >= 5 and jump <= math.pi / 2 / 64 * 1.5
+
+
+def test_parse_size_and_budget():
+    assert tiling.parse_size("6G") == 6 << 30 and tiling.parse_size("512M") == 512 << 20
+    assert tiling.parse_size("1.5GB") == int(1.5 * (1 << 30)) and tiling.parse_size(1000) == 1000
+    with pytest.raises(ValueError, match="memory size"):
+        tiling.parse_size("lots")
+    assert tiling.budget(0, torch.device("cpu")) == math.inf
+    assert tiling.budget(None, torch.device("cpu")) >= tiling.MIN_AUTO
+
+
+def test_activation_probe_leaves_model_alone():
+    """The probe changes no weight, BatchNorm buffer or global RNG state (Noise2Same has BatchNorm)."""
+    tr = get_builder("noise2same")(in_ch=3, device="cpu")
+    before = {k: v.clone() for k, v in tr.model.state_dict().items()}
+    rng = torch.get_rng_state()
+    per = tiling.activation_bytes(tr.model, 3)
+    assert per > 100
+    assert torch.equal(rng, torch.get_rng_state())
+    for k, v in tr.model.state_dict().items():
+        assert torch.equal(v, before[k]), k
+
+
+@pytest.mark.parametrize("method,iters", [("p2n", 2), ("zsn2n", 30), ("nb2nb", 5)])
+def test_tiled_matches_whole_image(method, iters):
+    """Where the whole image fits, inference in blended 96x96 tiles (overlap 32) is within 0.05 dB of it.
+    (Noise2Same normalises with batch statistics: its tiles share statistics summed over the image, which
+    matched within 0.01 dB after 100 iterations but differ by 0.2-1.2 dB while it is barely trained; see the
+    README.)"""
+    noisy, clean = _pair(192)
+    tr = get_builder(method)(in_ch=3, device="cpu", tile_overlap=32)
+    tr.fit(noisy, iters=iters)
+    whole = tr.denoise(noisy, tile=0)
+    tiled = tr.denoise(noisy, tile=96)
+    assert tr.plan["tile"] == 96
+    d = float(psnr(tiled, clean).mean()) - float(psnr(whole, clean).mean())
+    assert abs(d) < 0.05, d
+
+
+def test_small_images_run_whole_without_probe(monkeypatch):
+    """An image within SMALL_PIXELS never tiles and never probes: results are exactly the unbudgeted ones."""
+    tr = get_builder("zsn2n")(in_ch=3, device="cpu", max_memory=1)
+    monkeypatch.setattr(tiling, "activation_bytes", lambda *a, **k: pytest.fail("probed"))
+    y = torch.rand(1, 3, 64, 64)
+    a = tr.fit(y, iters=2).output
+    assert tr.plan == {"tile": None}
+    b = get_builder("zsn2n")(in_ch=3, device="cpu", max_memory=0).fit(y, iters=2).output
+    assert torch.equal(a, b)
+
+
+def test_memory_plan_for_a_large_photo():
+    """A 2048x2048 P2N fit under a 1 GiB budget trains on crops and infers in tiles (no fit is run)."""
+    tr = get_builder("p2n")(in_ch=3, device="cpu", max_memory="1G")
+    x = torch.zeros(1, 3, 2048, 2048)
+    plan = tr.memory_plan(x, tr.method.batches(tr.run, x))
+    assert plan["crop"] == 128 and 1 <= plan["batch"] <= 4
+    tile = tr.infer_tile(x)
+    assert tile is not None and tile % 32 == 0 and tile < 2048
+    assert 0.5 * tr.per_pixel(3) * tile * tile <= (1 << 30)
+    big = get_builder("p2n")(in_ch=3, device="cpu", max_memory=0)
+    assert big.memory_plan(x, big.method.batches(big.run, x)) == {} and big.infer_tile(x) is None
+
+
+def test_crop_fit_on_a_budget(monkeypatch):
+    """Over budget, single-image mode fits on crops (dataset mode, no output EMA) and denoises in tiles; the
+    result still denoises."""
+    monkeypatch.setattr(Trainer, "SMALL_PIXELS", 0)
+    noisy, clean = _pair(160)
+    tr = get_builder("zsn2n")(in_ch=3, device="cpu", max_memory="8M", tile_overlap=16)
+    res = tr.fit(noisy, iters=40)
+    assert tr.plan["crop"] is not None and tr.plan["tile"] is not None and tr.run.dataset_mode
+    assert res.ema_output is None and res.output.shape == noisy.shape
+    assert float(psnr(res.output, clean).mean()) > float(psnr(noisy, clean).mean()) + 1.0
