@@ -6,7 +6,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.fastdenoise-installed
 SOURCES := $(wildcard csrc/*.cpp csrc/*.h csrc/cpu/*.cpp) setup.py pyproject.toml requirements-dev.txt
 
-.PHONY: install demo test bench quality gpu-test gpu-bench gpu-quality clean
+.PHONY: install demo test bench quality gpu-test gpu-bench gpu-quality gpu-check clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -51,3 +51,10 @@ gpu-bench:
 
 gpu-quality:
 	PYTHONPATH=. python3 -m benchmarks.quality
+
+# One GPU window (H100/H200, torch + Triton preinstalled, no registry), at most ~8 minutes: builds the
+# extension, runs the CUDA op tests, the op benchmarks at 4x3x256x256 and 8x3x1024x1024 beside the modeled
+# times, P2N per-image latency (100 iterations, cold and warm), fit_many throughput and the compile-check
+# subset; writes gpu-check-<device>.json into $FASTDENOISE_GPU_CHECK_DIR (default $OUT, else benchmarks/results).
+gpu-check:
+	PYTHONPATH=. python3 scripts/gpu_check.py

@@ -20,6 +20,21 @@ FREE_OPS = {
 }
 
 
+def tensor_bytes(tensors) -> int:
+    """Bytes of distinct tensors (a tensor passed twice, or two views of one buffer at the same offset,
+    count once)."""
+    seen, total = set(), 0
+    for t in tensors:
+        try:
+            key = (t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape))
+        except (RuntimeError, NotImplementedError):
+            key = id(t)
+        if key not in seen:
+            seen.add(key)
+            total += t.numel() * t.element_size()
+    return total
+
+
 class OpCounter(TorchDispatchMode):
     """Records ``(name, input devices, output devices)`` of every aten op dispatched inside it."""
 
@@ -27,6 +42,7 @@ class OpCounter(TorchDispatchMode):
         super().__init__()
         self.enter_ops = enter_ops
         self.ops: list[tuple[str, frozenset, frozenset]] = []
+        self.nbytes: list[int] = []  # bytes each op reads and writes (its tensor arguments and results, once)
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
@@ -36,10 +52,11 @@ class OpCounter(TorchDispatchMode):
 
             with self:  # look inside the fused op: the ops of its impl count
                 return IMPLS[name](*args, **kwargs)
-        ins = frozenset(t.device.type for t in tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor))
+        tin = [t for t in tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)]
         out = func(*args, **kwargs)
-        outs = frozenset(t.device.type for t in tree_leaves(out) if isinstance(t, torch.Tensor))
-        self.ops.append((name, ins, outs))
+        tout = [t for t in tree_leaves(out) if isinstance(t, torch.Tensor)]
+        self.ops.append((name, frozenset(t.device.type for t in tin), frozenset(t.device.type for t in tout)))
+        self.nbytes.append(0 if name in FREE_OPS else tensor_bytes(tin) + tensor_bytes(tout))
         return out
 
     def compute_ops(self) -> list[str]:
@@ -55,22 +72,23 @@ class OpCounter(TorchDispatchMode):
         return [n for n, i, o in self.ops if "cpu" in i and (o - {"cpu"})]
 
 
-def fused_cases(device, shape=(2, 3, 16, 16), dtype=torch.float32):
+def fused_cases(device, shape=(2, 3, 16, 16), dtype=torch.float32, backend: str = "triton", fill=torch.empty):
     """``{name: (make_inputs, call)}``: ``make_inputs()`` builds the inputs (outside any counter, with
     requires_grad where the op has a backward); ``call(*inputs)`` runs the public op's forward on the
-    Triton backend (or the auto backend for ``device='cuda'``) and returns the outputs to backprop."""
+    Triton backend (``backend="torch"``: the reference) and returns the outputs to backprop. ``fill``
+    makes the values (``torch.empty`` when only shapes matter)."""
     import fastdenoise.functional as F
 
     b, c, h, w = shape
     half = (b, c, h // 2, w // 2)
 
     def r(s, grad=False):
-        return lambda: torch.empty(s, device=device, dtype=dtype).requires_grad_(grad)
+        return lambda: fill(s, device=device, dtype=dtype).requires_grad_(grad)
 
     def mk(*fs):
         return lambda: tuple(f() for f in fs)
 
-    be = "triton"
+    be = backend
     return {
         "apr_sample": (mk(r(shape, True)), lambda x: F.apr_sample(x, 3, backend=be)),
         "apr_loss": (mk(r(shape, True), r(shape), r(shape)), lambda o, y, fy: F.apr_loss(o, y, fy, 3, backend=be)),
