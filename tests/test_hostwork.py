@@ -81,3 +81,23 @@ def test_rng_draws_happen_on_the_device():
                 call(*inputs)
         assert kernel in [la["kernel"] for la in rec.launches]
         assert len(counter.compute_ops()) == 0, counter.compute_ops()
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_channels_last_inputs_cost_one_copy_each(name):
+    """Layout decision (docs/GPU.md): the kernels index NCHW, so a channels_last 4-D input is copied
+    once by its launcher (one extra read and write of that input), never more; same-layout NCHW inputs
+    are not copied at all."""
+    from fastdenoise.gpucheck import Recorder
+
+    def cl(s, **kw):
+        return torch.empty(s, memory_format=torch.channels_last, **kw) if len(s) == 4 else torch.empty(s, **kw)
+
+    for fill, expect_copies in ((cl, None), (torch.empty, 0)):
+        mk, call = fused_cases("cpu", fill=fill)[name]
+        inputs = [t.detach() for t in mk()]
+        with Recorder(), OpCounter() as counter:
+            call(*inputs)
+        copies = [n for n, _, _ in counter.ops if n in ("contiguous", "clone", "copy_", "_to_copy")]
+        relaid = sum(t.dim() == 4 and not t.is_contiguous() for t in inputs)
+        assert len(copies) == (relaid if expect_copies is None else 0), copies
