@@ -23,12 +23,14 @@ FREE_OPS = {
 def tensor_bytes(tensors) -> int:
     """Bytes of distinct tensors (a tensor passed twice, or two views of one buffer at the same offset,
     count once)."""
+    from torch._subclasses.fake_tensor import FakeTensor
+
     seen, total = set(), 0
     for t in tensors:
-        try:
-            key = (t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape))
-        except (RuntimeError, NotImplementedError):
+        if isinstance(t, FakeTensor):  # no data pointer: count each fake tensor object once
             key = id(t)
+        else:
+            key = (t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape))
         if key not in seen:
             seen.add(key)
             total += t.numel() * t.element_size()
