@@ -161,8 +161,10 @@ def _options(a) -> dict:
 def _plan_line(plan: dict) -> str:
     parts = []
     if plan.get("crop"):
+        b = plan["budget"]
+        size = f"{b / 2**30:.1f} GiB" if b >= 2**30 else f"{b / 2**20:.0f} MiB"
         parts.append(f"fitted on {plan['batch']} crop(s) of {plan['crop']}x{plan['crop']} per iteration "
-                     f"(a whole-image step exceeds the {plan['budget'] / 2**30:.1f} GiB budget)")
+                     f"(a whole-image step exceeds the {size} budget)")
     if plan.get("tile"):
         parts.append(f"denoised in {plan['tile']}x{plan['tile']} tiles")
     return "; ".join(parts)

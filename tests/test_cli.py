@@ -83,3 +83,141 @@ def test_eval_prints_table_and_json(capsys):
     assert methods[0] == "noisy" and "nb2nb" in methods
     row = data["rows"][methods.index("nb2nb")]
     assert row["ref_psnr"] is not None and abs(row["delta"]) < 0.05
+
+
+# ------------------------------------------------------------------ real inputs (issue table rows + bad data)
+def _fast(monkeypatch):
+    """Tiny fits: ZS-N2N for 2 iterations unless a test asks for another method."""
+    return ["--method", "zsn2n", "--iters", "2", "--device", "cpu"]
+
+
+def _snapshot(folder):
+    return {os.path.join(d, f): (open(os.path.join(d, f), "rb").read(), os.stat(os.path.join(d, f)).st_mtime_ns)
+            for d, _, fs in os.walk(folder) for f in fs}
+
+
+def test_folder_walk_mirror_resume_and_inputs_untouched(tmp_path, capsys, monkeypatch):
+    """A folder input (table row 3): walked (-r), outputs mirror the tree, the output folder inside the input
+    folder is not walked, a re-run skips finished outputs (a killed run resumes), --overwrite redoes them,
+    and no input byte or mtime changes."""
+    data = tmp_path / "in"
+    (data / "a" / "b").mkdir(parents=True)
+    _png(data / "top.png", 0)
+    _png(data / "a" / "mid.png", 1)
+    _png(data / "a" / "b" / "deep.png", 2)
+    (data / "notes.txt").write_text("not an image, not listed")
+    before = _snapshot(data)
+    out = data / "out"                       # inside the input folder
+    rc = cli.main(["denoise", str(data), "-o", str(out)] + _fast(monkeypatch))
+    assert rc == 0 and sorted(os.listdir(out)) == ["top_zsn2n.png"]     # not recursive
+    rc = cli.main(["denoise", str(data), "-r", "-o", str(out)] + _fast(monkeypatch))
+    text = capsys.readouterr().out
+    assert rc == 0 and "2 denoised, 1 skipped (already done), 0 failed of 3 file(s)" in text
+    assert os.path.exists(out / "a" / "mid_zsn2n.png") and os.path.exists(out / "a" / "b" / "deep_zsn2n.png")
+    os.remove(out / "a" / "mid_zsn2n.png")                               # as if killed before it
+    assert cli.main(["denoise", str(data), "-r", "-o", str(out)] + _fast(monkeypatch)) == 0
+    assert "1 denoised, 2 skipped" in capsys.readouterr().out
+    assert cli.main(["denoise", str(data), "-r", "-o", str(out), "--overwrite"] + _fast(monkeypatch)) == 0
+    assert "3 denoised, 0 skipped" in capsys.readouterr().out
+    after = {k: v for k, v in _snapshot(data).items() if not k.startswith(str(out))}
+    assert after == before
+    assert cli.main(["denoise", str(tmp_path / "nothing_here"), "-o", str(out)] + _fast(monkeypatch)) == 1
+
+
+def test_bad_files_each_named_others_still_run(tmp_path, capsys, monkeypatch):
+    """All-NaN .npy (table row 6), Inf, empty, too small, undecodable, unsupported dtype: one line each
+    naming the file and the problem, nothing written for them, the good file still done, exit code 1."""
+    data = tmp_path / "in"
+    data.mkdir()
+    _png(data / "good.png", 0)
+    np.save(data / "nan.npy", np.full((16, 16), np.nan, np.float32))
+    np.save(data / "inf.npy", np.where(np.eye(16) > 0, np.inf, 0.5).astype(np.float32))
+    np.save(data / "empty.npy", np.zeros((0, 16), np.float32))
+    np.save(data / "tiny.npy", np.zeros((1, 9), np.float32))
+    np.save(data / "cplx.npy", np.zeros((8, 8), np.complex64))
+    (data / "broken.png").write_bytes(b"\x89PNG not really")
+    out = tmp_path / "out"
+    rc = cli.main(["denoise", str(data), "-o", str(out)] + _fast(monkeypatch))
+    cap = capsys.readouterr()
+    assert rc == 1
+    lines = [ln for ln in cap.err.splitlines() if "FAILED" in ln]
+    want = {"nan.npy": "256 NaN", "inf.npy": "16 infinite", "empty.npy": "empty", "tiny.npy": "too small",
+            "cplx.npy": "unsupported dtype", "broken.png": "cannot read"}
+    assert len(lines) == len(want)
+    for name, problem in want.items():
+        assert any(name in ln and problem in ln for ln in lines), (name, lines)
+    assert os.listdir(out) == ["good_zsn2n.png"]
+    assert "1 denoised, 0 skipped (already done), 6 failed of 7 file(s)" in cap.err
+
+
+def test_outputs_follow_the_umask(tmp_path, monkeypatch):
+    """Table row 7: outputs are 0644 under umask 022 (not the temporary file's 0600)."""
+    good = _png(tmp_path / "a.png", 0)
+    old = os.umask(0o022)
+    try:
+        assert cli.main(["denoise", good, "-o", str(tmp_path / "o")] + _fast(monkeypatch)) == 0
+    finally:
+        os.umask(old)
+    assert os.stat(tmp_path / "o" / "a_zsn2n.png").st_mode & 0o777 == 0o644
+
+
+def test_16bit_gray_tiff_keeps_uint16(tmp_path):
+    """Table row 2: a 16-bit grayscale TIFF comes back 16-bit grayscale (P2N through its gray handling)."""
+    import tifffile
+
+    src = tmp_path / "g16.tif"
+    tifffile.imwrite(src, np.random.default_rng(0).integers(0, 65536, (40, 44), dtype=np.uint16))
+    assert cli.main(["denoise", str(src), "-o", str(tmp_path / "o"), "--iters", "1", "--device", "cpu"]) == 0
+    out = tifffile.imread(tmp_path / "o" / "g16_p2n.tif")
+    assert out.dtype == np.uint16 and out.shape == (40, 44)
+
+
+def test_tiff_stack_one_model_same_shape_and_dtype(tmp_path, capsys, monkeypatch):
+    """Table row 4: a 16-bit TIFF of 5 slices of 64x64 is a stack (the guess is printed), fitted with one
+    model, written with the same shape and dtype; --axes overrides the guess."""
+    import tifffile
+
+    raw = np.random.default_rng(0).integers(0, 65536, (5, 64, 64), dtype=np.uint16)
+    tifffile.imwrite(tmp_path / "stack.tif", raw)
+    assert cli.main(["denoise", str(tmp_path / "stack.tif"), "-o", str(tmp_path / "o")] + _fast(monkeypatch)) == 0
+    text = capsys.readouterr().out
+    assert "axes ZYX (guessed, --axes to override): 5 slice(s) of 64x64" in text and "one model" in text
+    out = tifffile.imread(tmp_path / "o" / "stack_zsn2n.tif")
+    assert out.dtype == np.uint16 and out.shape == raw.shape
+    assert not np.array_equal(out, raw)
+    np.save(tmp_path / "v.npy", raw.transpose(1, 2, 0).astype(np.float32) / 65535)      # (Y, X, Z)
+    assert cli.main(["denoise", str(tmp_path / "v.npy"), "-o", str(tmp_path / "o"), "--axes", "YXZ"]
+                    + _fast(monkeypatch)) == 0
+    assert "axes YXZ (given): 5 slice(s) of 64x64" in capsys.readouterr().out
+    assert np.load(tmp_path / "o" / "v_zsn2n.npy").shape == (64, 64, 5)
+
+
+def test_rgba_png_with_p2n_keeps_alpha(tmp_path):
+    """Table row 5: an RGBA PNG with P2N (RGB-pretrained) denoises the colour and keeps alpha unchanged."""
+    import imageio.v3 as iio
+
+    rgba = (np.random.default_rng(0).random((32, 36, 4)) * 255).astype(np.uint8)
+    iio.imwrite(tmp_path / "x.png", rgba)
+    assert cli.main(["denoise", str(tmp_path / "x.png"), "-o", str(tmp_path / "o"), "--iters", "1",
+                     "--device", "cpu"]) == 0
+    out = iio.imread(tmp_path / "o" / "x_p2n.png")
+    assert out.shape == rgba.shape and np.array_equal(out[..., 3], rgba[..., 3])
+    assert not np.array_equal(out[..., :3], rgba[..., :3])
+
+
+def test_large_image_on_a_budget_prints_the_plan(tmp_path, capsys, monkeypatch):
+    """Table row 1 in small: an image over the --max-memory budget is fitted on crops and denoised in tiles
+    (the 12-megapixel measurement is in the README)."""
+    from fastdenoise.methods.engine import Trainer
+
+    import imageio.v3 as iio
+
+    monkeypatch.setattr(Trainer, "SMALL_PIXELS", 0)
+    big = tmp_path / "big.png"
+    iio.imwrite(big, (np.random.default_rng(0).random((256, 256, 3)) * 255).astype(np.uint8))
+    rc = cli.main(["denoise", str(big), "-o", str(tmp_path / "o"), "--max-memory", "2M", "--iters", "1",
+                   "--device", "cpu", "--method", "zsn2n"])
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert "fitted on 1 crop(s) of 32x32 per iteration (a whole-image step exceeds the 2 MiB budget)" in text
+    assert "denoised in 160x160 tiles" in text

@@ -148,3 +148,111 @@ def test_load_sample():
         io.load_sample("chelsea", crop=301)
     with pytest.raises(ValueError, match="name"):
         io.load_sample("lena")
+
+
+# ------------------------------------------------------------------ bad data, stacks, permissions
+@pytest.mark.parametrize("name,arr,match", [
+    ("nan.npy", np.full((8, 8), np.nan, np.float32), "256|64 NaN"),
+    ("inf.npy", np.array([[0.5, np.inf], [0.1, -np.inf]], np.float32), "0 NaN and 2 infinite"),
+    ("empty.npy", np.zeros((0, 16), np.float32), "empty"),
+    ("empty3.npy", np.zeros((4, 0, 3), np.uint8), "empty"),
+    ("vector.npy", np.zeros(16, np.float32), "empty"),
+    ("complex.npy", np.zeros((4, 4), np.complex64), "unsupported dtype complex64"),
+])
+def test_bad_arrays_refused_with_file_and_problem(tmp_path, name, arr, match):
+    np.save(tmp_path / name, arr)
+    with pytest.raises(ValueError, match=match) as e:
+        io.read_stack(tmp_path / name)
+    assert name in str(e.value)
+
+
+def test_undecodable_file_one_line_message(tmp_path):
+    for name in ("broken.png", "broken.tif", "broken.npy", "broken.jpg"):
+        (tmp_path / name).write_bytes(b"\x00garbage" * 10)
+        with pytest.raises(ValueError, match="cannot read image") as e:
+            io.read_stack(tmp_path / name)
+        assert name in str(e.value) and "\n" not in str(e.value)
+
+
+def test_multipage_tiff_is_a_stack_and_round_trips(tmp_path):
+    import tifffile
+
+    rng = np.random.default_rng(0)
+    raw = rng.integers(0, 65536, (5, 64, 64), dtype=np.uint16)
+    tifffile.imwrite(tmp_path / "s.tif", raw)                   # 5 bare pages: guessed ZYX
+    vol, info = io.read_stack(tmp_path / "s.tif")
+    assert vol.shape == (5, 64, 64, 1) and info.axes == "ZYX" and info.slices == 5 and info.guessed
+    assert "5 slice(s) of 64x64" in info.describe()
+    with pytest.raises(ValueError, match="stack"):
+        io.read_image(tmp_path / "s.tif")
+    io.write_stack(tmp_path / "o.tif", vol, like=info)
+    back = tifffile.imread(tmp_path / "o.tif")
+    assert back.dtype == np.uint16 and back.shape == raw.shape
+    np.testing.assert_array_equal(back, raw)
+    assert io.read_stack(tmp_path / "o.tif")[1].axes == "ZYX"    # the axes are stored with the result
+
+
+def test_stack_axes_metadata_guess_and_override(tmp_path):
+    import tifffile
+
+    tifffile.imwrite(tmp_path / "h.tif", np.zeros((3, 4, 16, 20), np.float32), imagej=True,
+                     metadata={"axes": "TZYX"})
+    vol, info = io.read_stack(tmp_path / "h.tif")
+    assert info.axes == "TZYX" and vol.shape == (12, 16, 20, 1)
+    v = np.random.default_rng(1).random((4, 10, 12, 3)).astype(np.float32)
+    np.save(tmp_path / "v.npy", v)
+    vol, info = io.read_stack(tmp_path / "v.npy")
+    assert info.axes == "ZYXC" and vol.shape == (4, 10, 12, 3) and not info.alpha
+    tyxc = np.random.default_rng(2).random((6, 16, 18)).astype(np.float32)      # (Y, X, Z) really
+    np.save(tmp_path / "yxz.npy", tyxc)
+    vol, info = io.read_stack(tmp_path / "yxz.npy", axes="yxz")
+    assert vol.shape == (18, 6, 16, 1) and info.axes == "YXZ" and not info.guessed
+    np.testing.assert_array_equal(vol[3, :, :, 0], tyxc[:, :, 3])
+    io.write_stack(tmp_path / "o.npy", vol, like=info)
+    np.testing.assert_array_equal(np.load(tmp_path / "o.npy"), tyxc)
+    for bad, msg in (("YX", "2 letters"), ("YYX", "exactly one Y"), ("CYC", "exactly one Y")):
+        with pytest.raises(ValueError, match=msg):
+            io.read_stack(tmp_path / "yxz.npy", axes=bad)
+
+
+def test_write_stack_keeps_dtype(tmp_path):
+    for dt in (np.float64, np.float16, np.int16, np.uint8):
+        arr = (np.random.default_rng(0).random((2, 5, 6)) * (100 if dt == np.int16 else 1)).astype(dt)
+        if dt == np.uint8:
+            arr = (arr * 255).astype(np.uint8)
+        np.save(tmp_path / "a.npy", arr)
+        vol, info = io.read_stack(tmp_path / "a.npy", axes="ZYX")
+        io.write_stack(tmp_path / "b.npy", vol, like=info)
+        back = np.load(tmp_path / "b.npy")
+        assert back.dtype == arr.dtype and back.shape == arr.shape
+        if dt == np.float64:       # the library computes in float32
+            np.testing.assert_allclose(back, arr, rtol=1e-6)
+        else:
+            np.testing.assert_array_equal(back, arr)
+
+
+def test_old_two_channel_tiff_still_reads_as_channels(tmp_path):
+    """A 2-channel TIFF written as bare pages (fastdenoise before stacks) is read as (H, W, 2)."""
+    import tifffile
+
+    tifffile.imwrite(tmp_path / "old.tif", np.zeros((9, 11, 2), np.float32))
+    img, info = io.read_image(tmp_path / "old.tif")
+    assert img.shape == (9, 11, 2) and info.axes == "YXC"
+
+
+def test_alpha_detected_from_image_formats(tmp_path):
+    io.write_image(tmp_path / "rgba.png", _img(6, 6, 4, 256))
+    assert io.read_image(tmp_path / "rgba.png")[1].alpha
+    np.save(tmp_path / "four.npy", _img(6, 6, 4, 256))
+    assert not io.read_image(tmp_path / "four.npy")[1].alpha
+
+
+@pytest.mark.parametrize("umask,mode", [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
+def test_outputs_get_the_umask_permissions(tmp_path, umask, mode):
+    old = os.umask(umask)
+    try:
+        for name in ("a.png", "a.tif", "a.npy"):
+            io.write_image(tmp_path / name, _img(4, 4, 3, 256))
+            assert os.stat(tmp_path / name).st_mode & 0o777 == mode, name
+    finally:
+        os.umask(old)
