@@ -15,20 +15,20 @@ import os
 
 import torch
 
-__all__ = ["world", "init", "shard", "rank_seed", "all_sum", "ddp", "barrier", "finish"]
+__all__ = ["all_sum", "barrier", "ddp", "finish", "init", "rank_seed", "shard", "world"]
 
 
 def world() -> tuple[int, int, int]:
     """``(rank, world_size, local_rank)`` from torchrun's environment (``(0, 1, 0)`` without it)."""
-    return (int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)),
-            int(os.environ.get("LOCAL_RANK", 0)))
+    return (int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1")),
+            int(os.environ.get("LOCAL_RANK", "0")))
 
 
 def init(device: str = "auto") -> tuple[int, int, str]:
     """Join the process group when launched by torchrun with more than one process (gloo on the CPU, NCCL
     on GPUs, each rank on GPU ``LOCAL_RANK``). Returns ``(rank, world_size, device)``; ``device`` is the one
     this rank should use ("cuda:LOCAL_RANK" on GPUs)."""
-    rank, size, local = world()
+    _, size, local = world()
     if size <= 1:
         return 0, 1, device
     dist = torch.distributed

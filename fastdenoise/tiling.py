@@ -19,8 +19,16 @@ from typing import Callable
 
 import torch
 
-__all__ = ["budget", "parse_size", "free_memory", "activation_bytes", "tile_starts", "tiled", "window",
-           "tile_side"]
+__all__ = [
+    "activation_bytes",
+    "budget",
+    "free_memory",
+    "parse_size",
+    "tile_side",
+    "tile_starts",
+    "tiled",
+    "window",
+]
 
 GiB = 1 << 30
 MIN_AUTO = 1 * GiB

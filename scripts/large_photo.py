@@ -47,7 +47,7 @@ def main() -> None:
     os.makedirs(a.out, exist_ok=True)
     clean = mosaic(a.width, a.height)
     noisy = clean + a.sigma / 255.0 * np.random.default_rng(0).standard_normal(clean.shape).astype(np.float32)
-    q = lambda v: np.floor(np.clip(v, 0, 1) * 255 + 0.5).astype(np.uint8)  # noqa: E731
+    q = lambda v: np.floor(np.clip(v, 0, 1) * 255 + 0.5).astype(np.uint8)
     iio.imwrite(os.path.join(a.out, "photo_clean.png"), q(clean))
     iio.imwrite(os.path.join(a.out, "photo_noisy.png"), q(noisy))
 

@@ -42,7 +42,7 @@ def _env():
 
 def _torchrun(args, cwd, n=2):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={n}"] + args
-    return subprocess.run(cmd, cwd=cwd, env=_env(), capture_output=True, text=True, timeout=300)
+    return subprocess.run(cmd, cwd=cwd, env=_env(), capture_output=True, text=True, timeout=300, check=False)
 
 
 def test_ddp_two_ranks_equal_one_process_global_batch(tmp_path):
@@ -81,7 +81,7 @@ def test_sharded_folder_run_is_byte_identical_and_resumes(tmp_path):
     (data / "bad.png").write_text("not an image")
     args = ["denoise", str(data), "-r", "--method", "zsn2n", "--iters", "3", "--device", "cpu"]
     one = subprocess.run([sys.executable, "-m", "fastdenoise"] + args + ["-o", str(tmp_path / "one")],
-                         cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=300)
+                         cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=300, check=False)
     assert one.returncode == 1 and "bad.png" in one.stderr
     (tmp_path / "two").mkdir()
     r = _torchrun(["-m", "fastdenoise"] + args + ["-o", str(tmp_path / "two")], tmp_path)
