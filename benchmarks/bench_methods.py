@@ -13,21 +13,22 @@ import torch.nn.functional as Fnn
 from benchmarks.benchutil import DEVICE
 from benchmarks.benchutil import run
 from benchmarks.benchutil import shape_id
+from benchmarks.benchutil import smoke
 from fastdenoise.methods import available
 from fastdenoise.methods import get_builder
 
 SHAPE = (1, 3, 256, 256) if DEVICE.type == "cuda" else (1, 3, 128, 128)
 
 
-def upstream_zsn2n():
+def upstream_zsn2n(shape):
     """ZS-N2N's step as the official notebook writes it: two depthwise conv2d downsamplings, three
     network passes (d1, d2, y), separate MSE modules, autograd for the backward."""
     from fastdenoise.models.zsn2n import ZSN2NNet
 
     torch.manual_seed(0)
-    model = ZSN2NNet(SHAPE[1]).to(DEVICE)
+    model = ZSN2NNet(shape[1]).to(DEVICE)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    y = torch.rand(SHAPE, device=DEVICE)
+    y = torch.rand(shape, device=DEVICE)
     mse = torch.nn.MSELoss()
 
     def pair_downsampler(img):
@@ -57,13 +58,14 @@ CASES = [(m, p) for m in available() for p in ("fused", "torch_ref", "upstream")
 
 @pytest.mark.parametrize(("method", "provider"), CASES, ids=[f"{m}-{p}" for m, p in CASES])
 def test_method_step(benchmark, method, provider):
+    shape = (1, 3, 64, 64) if smoke(benchmark) else SHAPE    # the CI smoke run: one small step each
     if provider == "upstream":
-        fn = UPSTREAM[method]()
+        fn = UPSTREAM[method](shape)
     else:
         tr = get_builder(method)(device=DEVICE.type, reference=provider == "torch_ref")
-        it = tr.stepper(torch.rand(SHAPE, generator=torch.Generator().manual_seed(0)), total=100)
+        it = tr.stepper(torch.rand(shape, generator=torch.Generator().manual_seed(0)), total=100)
         t = iter(range(10**9))
         fn = lambda: it(next(t))  # noqa: E731
     rounds = None if DEVICE.type == "cuda" else 5
-    run(benchmark, fn, group=f"{method}_step/{shape_id(SHAPE)}", provider=provider, shape=SHAPE, nbytes=0,
+    run(benchmark, fn, group=f"{method}_step/{shape_id(shape)}", provider=provider, shape=shape, nbytes=0,
         rounds=rounds, warmup_rounds=1)
