@@ -220,3 +220,17 @@ def test_large_image_on_a_budget_prints_the_plan(tmp_path, capsys, monkeypatch):
     text = capsys.readouterr().out
     assert "fitted on 1 crop(s) of 32x32 per iteration (a whole-image step exceeds the 2 MiB budget)" in text
     assert "denoised in 160x160 tiles" in text
+
+
+def test_train_walks_subfolders_and_stack_slices(tmp_path, capsys):
+    """train -r: images in sub-folders too; a stack contributes each of its slices."""
+    import tifffile
+
+    data = tmp_path / "data"
+    (data / "sub").mkdir(parents=True)
+    _png(data / "a.png", 0)
+    tifffile.imwrite(data / "sub" / "s.tif", (np.random.default_rng(0).random((3, 32, 32, 3)) * 255).astype(np.uint8))
+    base = ["train", "--method", "zsn2n", "--data", str(data), "--out", str(tmp_path / "ck.pt"), "--crop", "16",
+            "--batch", "1", "--device", "cpu", "--quiet", "--iters", "1"]
+    assert cli.main(base) == 0 and "on 1 images" in capsys.readouterr().out
+    assert cli.main(base + ["-r"]) == 0 and "on 4 images" in capsys.readouterr().out
