@@ -458,6 +458,29 @@ def summary_table(result: dict) -> str:
     return "\n".join(lines)
 
 
+def compact_table(result: dict) -> str:
+    """Markdown table, one row per kernel: specializations, max registers per arch, spills, min occupancy,
+    max PTX fma, claim (the README summary)."""
+    by = {}
+    for r in result["records"]:
+        by.setdefault(r["kernel"], []).append(r)
+    lines = ["| kernel | specs | regs sm_80 / sm_90 (max) | spills | occupancy (min) | PTX fma (max) | claim |",
+             "|" + " --- |" * 7]
+    for kern, rs in sorted(by.items()):
+        good = [r for r in rs if "regs" in r]
+
+        def mx(arch):
+            return max((r["regs"] for r in good if r["arch"] == arch), default="-")
+        claim = "bit-identical" if rs[0]["claim"] == "bit-identical" else "tolerance"
+        if claim == "bit-identical" and not all(r.get("bit_identical") for r in rs):
+            claim += " (BROKEN)"
+        specs = len(rs) // max(1, len({r["arch"] for r in rs}))
+        lines.append(f"| {kern} | {specs} | {mx('sm_80')} / {mx('sm_90')} | "
+                     f"{sum(r['spills'] for r in good)} | {min((r['occupancy'] for r in good), default='-')} | "
+                     f"{max((r['fma'] for r in good), default='-')} | {claim} |")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m fastdenoise.gpucheck", description=__doc__.split("\n\n")[0])
     ap.add_argument("--arch", default="sm_80,sm_90", help="comma-separated targets (default sm_80,sm_90)")
