@@ -49,17 +49,27 @@ def parse_size(text) -> int:
 
 
 def free_memory(device: torch.device) -> int:
-    """Free memory of ``device`` in bytes (CPU: MemAvailable, or total physical memory where /proc is missing)."""
+    """Free memory of ``device`` in bytes (CPU: MemAvailable, or total physical memory where /proc is missing;
+    at most what an address-space limit, ``ulimit -v``, leaves this process)."""
     if device.type == "cuda":
         return int(torch.cuda.mem_get_info(device)[0])
+    free = int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
     try:
         with open("/proc/meminfo") as f:
             for line in f:
                 if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
+                    free = int(line.split()[1]) * 1024
+                    break
+        import resource
+
+        soft = resource.getrlimit(resource.RLIMIT_AS)[0]
+        if soft != resource.RLIM_INFINITY:
+            with open("/proc/self/statm") as f:
+                used = int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+            free = min(free, max(0, soft - used))
+    except (OSError, ValueError, ImportError):
         pass
-    return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    return free
 
 
 def budget(max_memory, device: torch.device) -> float:

@@ -121,3 +121,15 @@ def test_crop_fit_on_a_budget(monkeypatch):
     assert tr.plan["crop"] is not None and tr.plan["tile"] is not None and tr.run.dataset_mode
     assert res.ema_output is None and res.output.shape == noisy.shape
     assert float(psnr(res.output, clean).mean()) > float(psnr(noisy, clean).mean()) + 1.0
+
+
+def test_free_memory_respects_an_address_space_limit():
+    """Under ``ulimit -v`` the automatic budget comes from what the limit leaves, not from MemAvailable."""
+    import subprocess
+    import sys
+
+    code = ("import resource; resource.setrlimit(resource.RLIMIT_AS, (12 << 30, resource.RLIM_INFINITY)); "
+            "import torch; from fastdenoise.tiling import free_memory; print(free_memory(torch.device('cpu')))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert int(r.stdout.split()[-1]) < 12 << 30
