@@ -121,3 +121,56 @@ def grad_targets(out) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
     outs = [o for o in (out if isinstance(out, (tuple, list)) else (out,)) if isinstance(o, torch.Tensor)
             and o.requires_grad]
     return outs, [torch.ones_like(o) for o in outs]
+
+
+TINY_METHODS = {  # small configurations (tests/test_engine.py's) for counting one training step
+    "p2n": {"init": "scratch"},
+    "nb2nb": {},
+    "noise2same": {"base": 8, "crop": 16, "batch": 2},
+    "apr": {"base": 8, "head": 16, "crop": 32, "batch": 1},  # a step: one BSN step + one student step
+    "blind2grad": {"base": 8, "n_masks": 2, "n_samples": 2, "infer_batch": 2},
+    "zsn2n": {},
+}
+
+
+def method_step_counts(image=(1, 3, 32, 32)) -> dict:
+    """Per training step of every method (CPU, 1x3x32x32, its small configuration): the aten ops that launch
+    work plus the Triton launches, fused (``backend="triton"``, interpreter) and reference
+    (``reference=True``); one step = (fit with 3 iterations - fit with 1) / 2, so setup and inference cancel.
+    About the number of GPU launches of a step (networks included)."""
+    from triton.runtime import interpreter
+    from torch.utils._python_dispatch import _disable_current_modes
+
+    from fastdenoise.methods import get_builder
+
+    g = torch.Generator().manual_seed(0)
+    y = torch.rand(image, generator=g)
+    orig = interpreter.InterpretedFunction.run
+    launches = [0]
+
+    def run(self, *args, **kwargs):  # count, then run the kernel outside the counter
+        launches[0] += 1
+        with _disable_current_modes():
+            return orig(self, *args, **kwargs)
+
+    out = {}
+    interpreter.InterpretedFunction.run = run
+    try:
+        for name, cfg in TINY_METHODS.items():
+            row = {}
+            for label, kw in (("fused", {"backend": "triton"}), ("reference", {"reference": True})):
+                counts = []
+                for iters in (1, 3):
+                    extra = {"iters": iters}
+                    if name == "apr":
+                        extra["rd_iters"] = iters
+                    tr = get_builder(name)(device="cpu", progress=False, **cfg, **kw, **extra)
+                    launches[0] = 0
+                    with OpCounter() as c:
+                        tr.fit(y, iters=iters)
+                    counts.append(len(c.compute_ops()) + launches[0])
+                row[label] = (counts[1] - counts[0]) // 2
+            out[name] = row
+    finally:
+        interpreter.InterpretedFunction.run = orig
+    return out
