@@ -389,11 +389,13 @@ def _compile_job(args):
     return rec
 
 
-def run_check(archs: list[int], subset: str = "full", jobs: int = 2, launches: list[dict] | None = None) -> dict:
-    """Record (in a subprocess) unless ``launches`` are given, then compile every specialization."""
+def run_check(archs: list[int], subset: str = "full", jobs: int = 2, launches: list[dict] | None = None,
+              kernels: set[str] | None = None) -> dict:
+    """Record (in a subprocess) unless ``launches`` are given, then compile every specialization (of
+    ``kernels`` only, when given)."""
     if launches is None:
         launches = record_subprocess(subset)
-    uniq = unique_launches(launches)
+    uniq = [u for u in unique_launches(launches) if kernels is None or u["kernel"] in kernels]
     if subset == "ci":  # one specialization per kernel: the one of its 4x3x256x256 calls, else its first
         best: dict[str, dict] = {}
         for u in uniq:
@@ -489,6 +491,9 @@ def main(argv=None) -> int:
                     help="full: every recorded specialization; ci: float32 small shapes, one per kernel")
     ap.add_argument("--jobs", type=int, default=min(4, os.cpu_count() or 1))
     ap.add_argument("--table", action="store_true", help="print the markdown summary table")
+    ap.add_argument("--kernels", help="comma-separated kernel names: compile only these")
+    ap.add_argument("--merge", metavar="PATH", help="with --kernels: replace these kernels' records in the JSON "
+                    "at PATH (a full run) and write the result to --json")
     ap.add_argument("--record", metavar="PATH", help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
     if a.record:
@@ -501,7 +506,19 @@ def main(argv=None) -> int:
         return subprocess.run([sys.executable, "-m", "fastdenoise.gpucheck", *(argv or sys.argv[1:])],
                               env=env).returncode
     archs = [int(s.strip().removeprefix("sm_")) for s in a.arch.split(",") if s.strip()]
-    res = run_check(archs, a.subset, a.jobs)
+    kernels = {k.strip() for k in a.kernels.split(",")} if a.kernels else None
+    res = run_check(archs, a.subset, a.jobs, kernels=kernels)
+    if a.merge and kernels:
+        with open(a.merge) as f:
+            old = json.load(f)
+        keep = [r for r in old["records"] if r["kernel"] not in kernels]
+        res["records"] = keep + res["records"]
+        res["specializations"] = len({(r["kernel"], r["spec"]) for r in res["records"]})
+        res["kernels"] = len({r["kernel"] for r in res["records"]})
+        res["claims"] = {**old["claims"], **res["claims"]}
+        res["ok"] = all(r["ok"] for r in res["records"])
+        res["seconds"] = round(old["seconds"] + res["seconds"], 1)
+        res["rerun_kernels"] = sorted(kernels)
     if a.json:
         os.makedirs(os.path.dirname(os.path.abspath(a.json)), exist_ok=True)
         with open(a.json, "w") as f:
