@@ -162,6 +162,11 @@ def apr_sample_bwd_triton(dh1: torch.Tensor, dh2: torch.Tensor, seed: int) -> to
     return _gather_bwd(dh1.contiguous(), dh2.contiguous(), seed, 1.0, 1.0)
 
 
+def _loss_warps(blk: int, dtype: torch.dtype) -> int:
+    """Warps of the loss kernel: 4 warps at BLOCK 1024 spill on sm_90 (8 warps on sm_80 in float64)."""
+    return (8 if blk >= 1024 else 4) * (2 if dtype == torch.float64 and blk >= 1024 else 1)
+
+
 def apr_loss_fwd_triton(out, y, fy, seed: int, lam: float, compute_grad: bool, grad_fy: bool):
     out, y, fy = out.contiguous(), y.contiguous(), fy.contiguous()
     b, c, h, w = y.shape
@@ -175,6 +180,6 @@ def apr_loss_fwd_triton(out, y, fy, seed: int, lam: float, compute_grad: bool, g
     _apr_loss_kernel[(nj, b)](out, y, fy, grad if compute_grad else out, gr if grad_fy else out, part, c, h, w,
                                   *seed_halves(seed), float(lam), 1.0 / n, float(lam) / n,
                                   COMPUTE_GRAD=compute_grad, GRAD_FY=grad_fy, BLOCK=blk,
-                                  num_warps=8 if blk >= 1024 else 4, **FUSED)  # 4 warps at 1024 spill on sm_90
+                                  num_warps=_loss_warps(blk, out.dtype), **FUSED)
     gfy = _gather_bwd(gr, gr, seed, -1.0, 1.0) if grad_fy else out.new_empty((0,))
     return part.sum() / n, grad, gfy
