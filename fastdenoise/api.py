@@ -51,6 +51,17 @@ def check_finite(name: str, t: torch.Tensor) -> None:
                          f"{t.numel()}: refusing to denoise it (fix or mask them first)")
 
 
+def assemble(outs: list, x: torch.Tensor, c: int, alpha: bool, method: str, layout, dtype):
+    """The denoised channel groups ``outs`` (plus the untouched alpha of ``x`` after channel ``c``) as one
+    image in the input's kind, shape and dtype; a diverged fit (NaN/Inf) raises instead of returning."""
+    if alpha:
+        outs = [*outs, x[:, c:]]
+    out = torch.cat(outs, 1) if len(outs) > 1 else outs[0]
+    if not bool(torch.isfinite(out).all()):
+        raise RuntimeError(f"{method} produced NaN/infinite values (the fit diverged); try a lower lr or --iters")
+    return _from_float(out, layout, dtype)
+
+
 def _from_float(t: torch.Tensor, layout, dtype):
     """The denoised float tensor back in the input's kind, shape and dtype (uint8 rounded; NumPy floats
     clipped to [0, 1])."""
@@ -150,10 +161,5 @@ def denoise(image, method: str = "p2n", iters: int | None = None, seed: int = 0,
         info["seconds"] += res.seconds
         info["losses"] += res.losses
         info["psnr"] += res.psnr
-    if alpha:
-        outs.append(x[:, c:])
-    out = torch.cat(outs, 1) if len(outs) > 1 else outs[0]
-    if not bool(torch.isfinite(out).all()):
-        raise RuntimeError(f"{method} produced NaN/infinite values (the fit diverged); try a lower lr or --iters")
-    result = _from_float(out, layout, dtype)
+    result = assemble(outs, x, c, alpha, method, layout, dtype)
     return (result, info) if return_info else result

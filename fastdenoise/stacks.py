@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from fastdenoise.api import _from_float
+from fastdenoise.api import assemble
 from fastdenoise.api import check_finite
 from fastdenoise.api import trainers_for
 from fastdenoise.io import as_bchw
@@ -67,10 +67,5 @@ def denoise_stack(stack, method: str = "p2n", iters: int | None = None, seed: in
         info.update(device=str(tr.device), iters=res.iters, crop=side, batch=b)
         info["seconds"] += res.seconds
         info["losses"] += res.losses
-    if alpha:
-        outs.append(x[:, c:])
-    out = torch.cat(outs, 1) if len(outs) > 1 else outs[0]
-    if not bool(torch.isfinite(out).all()):
-        raise RuntimeError(f"{method} produced NaN/infinite values (the fit diverged); try a lower lr or --iters")
-    result = _from_float(out, layout, dtype)
+    result = assemble(outs, x, c, alpha, method, layout, dtype)
     return (result, info) if return_info else result
