@@ -12,12 +12,14 @@ budget); the table says so.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import shlex
 import sys
 
 from fastdenoise.evaluate import NOISES
+from fastdenoise.evaluate import Row
 from fastdenoise.evaluate import SAMPLES
 from fastdenoise.evaluate import environment
 from fastdenoise.evaluate import evaluate
@@ -44,15 +46,41 @@ def main(argv=None) -> int:
     ap.add_argument("--crop", type=int, default=256)
     ap.add_argument("--device", default="auto")
     ap.add_argument("--no-reference", action="store_true", help="skip the reference configuration runs")
+    ap.add_argument("--reference-images", default=None,
+                    help="run the reference configuration on these images only (default: all)")
+    ap.add_argument("--init", choices=("start", "scratch"), default="start",
+                    help="networks begin from the shipped starts (default) or from random weights")
+    ap.add_argument("--resume", action="store_true",
+                    help="keep the rows already in results/<out>-<device>.partial.jsonl (each row is appended "
+                         "there as soon as it exists), compute the rest")
     ap.add_argument("--out", default=os.path.join(HERE, "quality.md"))
     argv = sys.argv[1:] if argv is None else list(argv)
     a = ap.parse_args(argv)
     if a.cpu_reduced:
         a.images, a.noise, a.crop = "astronaut", "gaussian:25", 128
     split = lambda v: [x for x in v.split(",") if x]  # noqa: E731
-    rows = evaluate(split(a.images), split(a.noise), split(a.methods), crop=a.crop, device=a.device,
-                    reference=not a.no_reference)
     env = environment()
+    slug = env["device"].split(" (")[0].replace(" ", "-").lower()
+    stem = os.path.splitext(os.path.basename(a.out))[0]  # quality.md -> results/quality-<device>.json
+    os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
+    partial = os.path.join(HERE, "results", f"{stem}-{slug}.partial.jsonl")
+    done = []
+    if a.resume and os.path.exists(partial):
+        with open(partial) as f:
+            done = [Row(**{k: v for k, v in json.loads(line).items() if k != "delta"}) for line in f if line.strip()]
+        print(f"resuming: {len(done)} rows from {partial}", flush=True)
+    elif os.path.exists(partial):
+        os.remove(partial)
+
+    def keep(row):
+        with open(partial, "a") as f:
+            f.write(json.dumps(dataclasses.asdict(row)) + "\n")
+
+    images, rows = split(a.images), []
+    ref_images = set(split(a.reference_images)) if a.reference_images else set(images)
+    for im in images:     # one image at a time: the reference runs only where asked
+        rows += evaluate([im], split(a.noise), split(a.methods), crop=a.crop, device=a.device, init=a.init,
+                         reference=not a.no_reference and im in ref_images, done=done, on_row=keep)
     scope = ("REDUCED CPU table (astronaut only, Gaussian sigma 25, 128x128 centre crop; the full table needs "
              "a GPU: `make gpu-quality`)" if a.cpu_reduced else
              f"{a.crop}x{a.crop} centre crops of {a.images.replace(',', ', ')}; noise {a.noise.replace(',', ', ')}")
@@ -63,9 +91,6 @@ def main(argv=None) -> int:
             "no CUDA graphs), same seeds and iterations. PSNR/SSIM: METHODS.md 1.2 default (clamp, uint8, "
             "peak 255; 11x11 Gaussian SSIM).\n\n" + format_table(rows) + "\n")
     _write_atomic(a.out, text)
-    os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
-    slug = env["device"].split(" (")[0].replace(" ", "-").lower()
-    stem = os.path.splitext(os.path.basename(a.out))[0]  # quality.md -> results/quality-<device>.json
     _write_atomic(os.path.join(HERE, "results", f"{stem}-{slug}.json"),
                   json.dumps({"environment": env, "args": vars(a), "rows": rows_to_json(rows)}, indent=1))
     print(text)

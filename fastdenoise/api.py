@@ -7,6 +7,8 @@ freshly built one.
 """
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import torch
 
@@ -123,13 +125,15 @@ def denoise(image, method: str = "p2n", iters: int | None = None, seed: int = 0,
         seed: seed of every random draw of this call (initial weights, crops, masks; same seed, same result
             on one machine and backend, whether the trainer is cached or new).
         device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
-        weights: initial weights file (P2N default: the shipped Gaussian-pretrained U-Net).
+        weights: initial weights file (default: the method's shipped start, see ``init`` in **options).
         clean: optional clean reference (same kind and shape) for PSNR logging.
-        return_info: also return a dict (losses, psnr log, iterations, seconds, method, device, and the
+        return_info: also return a dict (losses, psnr log, iterations, seconds, method, device, ``init``
+            (what each network started from: a weights file name or ``"scratch"``), and the
             memory plan: ``crop``/``batch`` when the image was fitted on crops, ``tile`` when it was denoised
             in tiles).
         alpha: the last channel is alpha (RGBA, gray + alpha): it is returned unchanged, the others denoised.
-        **options: further fields of the method's config (e.g. ``ema=0.95``, ``reference=True``,
+        **options: further fields of the method's config (e.g. ``init="scratch"`` for random initial
+            weights instead of the shipped start, ``ema=0.95``, ``reference=True``,
             ``max_memory="4G"``, ``progress=True``).
 
     Any number of channels works with every method; a method whose network cannot take them all (P2N's
@@ -157,7 +161,8 @@ def denoise(image, method: str = "p2n", iters: int | None = None, seed: int = 0,
     for i, k, tr in trainers_for(method, c, device=device, weights=weights, **options):
         res = tr.fit(x[:, i:i + k], iters=iters, clean=None if ref is None else ref[:, i:i + k], seed=seed)
         outs.append(res.best.float().cpu())
-        info.update(device=str(tr.device), iters=res.iters, plan=dict(tr.plan))
+        info.update(device=str(tr.device), iters=res.iters, plan=dict(tr.plan),
+                    init={n: os.path.basename(v) for n, v in tr.init_from.items()})
         info["seconds"] += res.seconds
         info["losses"] += res.losses
         info["psnr"] += res.psnr

@@ -155,6 +155,8 @@ def _options(a) -> dict:
         opts["progress"] = True
     if getattr(a, "time_budget", None) is not None:
         opts["time_budget"] = a.time_budget
+    if getattr(a, "init", None) is not None:
+        opts["init"] = a.init
     return opts
 
 
@@ -196,7 +198,8 @@ def _denoise_file(a, inp: str, dst: str, protect: list, n_inputs: int) -> str:
             if ref.shape != img.shape:
                 raise ValueError(f"clean image {cp} has shape {ref.shape}, the input {img.shape}")
         out, log = denoise(img, clean=ref, **common)
-        detail = f"{log['iters']} iters"
+        starts = sorted(set(log.get("init", {}).values()))
+        detail = f"{log['iters']} iters from {'+'.join(starts) if starts else 'scratch'}"
         plan = _plan_line(log.get("plan", {}))
         if plan:
             detail += f"; {plan}"
@@ -291,6 +294,7 @@ def cmd_train(a) -> int:
               resume=a.resume, progress=not a.quiet and rank == 0)
     if a.weights:
         kw["weights"] = a.weights
+    kw["init"] = a.init
     if a.lr:
         kw["lr"] = a.lr
     tr = get_builder(a.method)(in_ch=chans.pop(), **kw)
@@ -392,7 +396,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="iterations per image (default: the method's; --iters 0 with p2n = pretrained net only)")
     d.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     d.add_argument("--seed", type=int, default=0, help="seed of every random draw (default 0)")
-    d.add_argument("--weights", default=None, help="initial weights (default p2n: the shipped Gaussian-pretrained)")
+    d.add_argument("--weights", default=None, help="initial weights file (overrides --init)")
+    d.add_argument("--init", choices=("start", "scratch"), default=None,
+                   help="start: every network begins from the method's shipped start (fastdenoise/weights, see the README) "
+                        "where one exists, else from random weights; scratch: random weights (pure zero-shot)")
     d.add_argument("--ema", type=float, default=None,
                    help="output EMA decay, e.g. 0.95; 0 turns it off (default: the method's: 0.9 for p2n, 0.98 for "
                         "nb2nb, off for the others)")
@@ -422,7 +429,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--lr", type=float, default=None)
     t.add_argument("--checkpoint-every", type=int, default=100)
     t.add_argument("--resume", action="store_true", help="continue from --out if it exists")
-    t.add_argument("--weights", default=None, help="initial weights")
+    t.add_argument("--weights", default=None, help="initial weights file (overrides --init)")
+    t.add_argument("--init", choices=("start", "scratch"), default="start",
+                   help="start: every network begins from the method's shipped start (fastdenoise/weights, see the README) "
+                        "where one exists, else from random weights; scratch: random weights (pure zero-shot)")
     t.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -19,7 +19,7 @@ import torch
 from fastdenoise.io import SAMPLES
 from fastdenoise.methods import available
 
-NOISES = ("gaussian:25", "gaussian:50", "poisson:30")
+NOISES = ("gaussian:25", "gaussian:50", "poisson:30", "correlated:25")
 
 
 @dataclasses.dataclass
@@ -65,36 +65,60 @@ def _bm3d(noisy: np.ndarray, clean: np.ndarray, noise: str) -> np.ndarray | None
 
 
 def evaluate(images=SAMPLES, noises=NOISES, methods=None, *, crop: int = 256, device: str = "auto",
-             seed: int = 0, reference: bool = False, iters: int | None = None, progress=print) -> list[Row]:
+             seed: int = 0, reference: bool = False, iters: int | None = None, init: str = "start",
+             progress=print, done: list[Row] | None = None, on_row=None) -> list[Row]:
     """Rows of the quality table (see the module docstring). ``methods`` None: every registered method;
-    ``iters=None`` keeps each method's default."""
+    ``iters=None`` keeps each method's default; ``init``: ``"start"`` (shipped starts) or ``"scratch"``.
+
+    Resumable: rows of ``done`` (same image, noise and method) are kept instead of recomputed, and
+    ``on_row(row)`` is called for each new row as soon as it exists (e.g. to append it to a file)."""
     from fastdenoise.api import clear_cache
     from fastdenoise.api import denoise
     from fastdenoise.io import load_sample
     from fastdenoise.noise import add_noise
 
     methods = available() if methods is None else list(methods)
+    have = {(r.image, r.noise, r.method): r for r in (done or [])}
     rows: list[Row] = []
+
+    def emit(key, make):
+        row = have.get(key)
+        if row is None:
+            row = make()
+            if on_row is not None:
+                on_row(row)
+            if progress:
+                t = "" if row.seconds is None else f" ({row.seconds:.1f} s)"
+                progress(f"{key[0]} {key[1]} {key[2]}: {row.psnr:.2f} dB{t}")
+        rows.append(row)
+
     for name in images:
         clean = np.asarray(load_sample(name, crop=crop), dtype=np.float32)
         for k, noise in enumerate(noises):
             noisy = np.asarray(add_noise(clean, noise, seed=seed + k), dtype=np.float32)
-            rows.append(Row(name, noise, "noisy", *_metrics(noisy, clean)))
-            t0 = time.perf_counter()
-            b = _bm3d(noisy, clean, noise)
-            if b is not None:
-                rows.append(Row(name, noise, "bm3d", *_metrics(b, clean), seconds=time.perf_counter() - t0))
+            emit((name, noise, "noisy"), lambda: Row(name, noise, "noisy", *_metrics(noisy, clean)))
+
+            def bm3d_row():
+                t0 = time.perf_counter()
+                b = _bm3d(noisy, clean, noise)
+                return None if b is None else Row(name, noise, "bm3d", *_metrics(b, clean),
+                                                  seconds=time.perf_counter() - t0)
+
+            if importlib.util.find_spec("bm3d") is not None:
+                emit((name, noise, "bm3d"), bm3d_row)
             for m in methods:
-                out, info = denoise(noisy, method=m, iters=iters, seed=seed, device=device, return_info=True)
-                row = Row(name, noise, m, *_metrics(out, clean), iters=info["iters"], seconds=info["seconds"])
-                if reference:
-                    rout, rinfo = denoise(noisy, method=m, iters=iters, seed=seed, device=device,
-                                          return_info=True, reference=True)
-                    row.ref_psnr, row.ref_seconds = _metrics(rout, clean)[0], rinfo["seconds"]
-                rows.append(row)
-                clear_cache()
-                if progress:
-                    progress(f"{name} {noise} {m}: {row.psnr:.2f} dB ({row.seconds:.1f} s)")
+                def method_row(m=m):
+                    out, info = denoise(noisy, method=m, iters=iters, seed=seed, device=device, init=init,
+                                        return_info=True)
+                    row = Row(name, noise, m, *_metrics(out, clean), iters=info["iters"], seconds=info["seconds"])
+                    if reference:
+                        rout, rinfo = denoise(noisy, method=m, iters=iters, seed=seed, device=device, init=init,
+                                              return_info=True, reference=True)
+                        row.ref_psnr, row.ref_seconds = _metrics(rout, clean)[0], rinfo["seconds"]
+                    clear_cache()
+                    return row
+
+                emit((name, noise, m), method_row)
     return rows
 
 

@@ -91,14 +91,6 @@ def held_out(channels: int, sigma: float = 25.0):
     return x, x + sigma / 255.0 * torch.randn(x.shape, generator=g)
 
 
-def save_start(tr, path: str, meta: dict) -> None:
-    parts = {n: {"model": {k: (v.detach().half() if v.is_floating_point() else v).cpu()
-                           for k, v in p.model.state_dict().items()}} for n, p in tr.parts.items()}
-    tmp = f"{path}.tmp{os.getpid()}"
-    torch.save({"method": tr.method.name, "parts": parts, "meta": meta}, tmp)
-    os.replace(tmp, path)
-
-
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -123,6 +115,10 @@ def main(argv=None) -> int:
     ap.add_argument("--checkpoint-every", type=int, default=100)
     ap.add_argument("--log-every", type=int, default=100)
     ap.add_argument("--resume", action="store_true", help="continue from OUT.ckpt")
+    ap.add_argument("--init", choices=("scratch", "start"), default="scratch",
+                    help="scratch (default) or continue training the current shipped start")
+    ap.add_argument("--export", action="store_true", help="no training: write OUT from OUT.ckpt (a run that "
+                                                          "was stopped) and report its held-out PSNR")
     ap.add_argument("--out", default=None, help="default: fastdenoise/weights/<method>_start[_gray].pt "
                                                 "($FASTDENOISE_OUT/<method>_start.pt when set)")
     a = ap.parse_args(argv)
@@ -132,7 +128,7 @@ def main(argv=None) -> int:
     out = a.out or os.path.join(out_dir, f"{a.method}_start{suffix}.pt")
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     kw = dict(device=a.device, seed=a.seed, checkpoint=out + ".ckpt", checkpoint_every=a.checkpoint_every,
-              resume=a.resume, progress=True, log_every=max(1, a.log_every))
+              resume=a.resume, progress=True, log_every=max(1, a.log_every), init=a.init)
     if a.minutes:
         kw["time_budget"] = 60.0 * a.minutes
     if a.lr:
@@ -147,6 +143,15 @@ def main(argv=None) -> int:
     x, y = held_out(a.channels)
     from fastdenoise.metrics import psnr
 
+    if a.export:
+        tr.load_checkpoint(out + ".ckpt")
+        n = len(tr.run.losses)
+        after = float(psnr(tr.denoise(y), x)[0])
+        print(f"export of {out}.ckpt at iteration {n}: held-out crop sigma 25: noisy {float(psnr(y, x)[0]):.2f} "
+              f"dB -> {after:.2f} dB", flush=True)
+        tr.save_weights(out, meta={"iters": n, "args": vars(a), "held_out_s25_psnr": after, "exported": True})
+        print(f"saved {out} ({os.path.getsize(out) / 1e6:.2f} MB)", flush=True)
+        return 0
     before = float(psnr(tr.denoise(y), x)[0])
     sampler = noisy_sampler(clean, crop, batch, a.seed, mix)
     t0 = time.time()
@@ -158,7 +163,7 @@ def main(argv=None) -> int:
     print(f"{res.iters} iterations in this run ({time.time() - t0:.0f} s), {len(losses)} in all; held-out crop "
           f"sigma 25: noisy {float(psnr(y, x)[0]):.2f} dB, start before {before:.2f} dB -> after {after:.2f} dB",
           flush=True)
-    save_start(tr, out, {"iters": len(losses), "args": vars(a), "held_out_s25_psnr": after})
+    tr.save_weights(out, meta={"iters": len(losses), "args": vars(a), "held_out_s25_psnr": after})
     print(f"saved {out} ({os.path.getsize(out) / 1e6:.2f} MB)", flush=True)
     return 0
 

@@ -16,14 +16,14 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 METHODS_DIR = os.path.join(os.path.dirname(__file__), os.pardir, "fastdenoise", "methods")
 
-# each method's own networks (so the random init depends on the seed), made small enough for the CPU
+# each method's own networks from random weights (so the init depends on the seed), small enough for the CPU
 TINY = {
     "p2n": {"init": "scratch", "iters": 2},
-    "nb2nb": {"iters": 2},
-    "noise2same": {"iters": 2, "base": 8, "crop": 16, "batch": 2},
-    "apr": {"iters": 1, "rd_iters": 1, "base": 8, "head": 16, "crop": 32, "batch": 1},
-    "blind2grad": {"iters": 2, "base": 8, "n_masks": 2, "n_samples": 2, "infer_batch": 2},
-    "zsn2n": {"iters": 3},
+    "nb2nb": {"init": "scratch", "iters": 2},
+    "noise2same": {"init": "scratch", "iters": 2, "base": 8, "crop": 16, "batch": 2},
+    "apr": {"init": "scratch", "iters": 1, "rd_iters": 1, "base": 8, "head": 16, "crop": 32, "batch": 1},
+    "blind2grad": {"init": "scratch", "iters": 2, "base": 8, "n_masks": 2, "n_samples": 2, "infer_batch": 2},
+    "zsn2n": {"init": "scratch", "iters": 3},
 }
 
 
@@ -119,12 +119,14 @@ def test_denoise_api_seed_per_call(name):
 
 
 def test_config_is_read_only_per_run():
-    """A fit's seed lives in the run, not in the config; the method object holds only the config."""
+    """A fit's seed lives in the run, not in the config; the method object holds only the config and
+    what its networks were built from (fixed at build time)."""
     _, y = noisy_pair(3)
     tr = get_builder("blind2grad")(device="cpu", **TINY["blind2grad"])
+    built_from = dict(tr.method.init_from)
     tr.fit(y, seed=9)
     assert tr.cfg.seed == 0 and tr.run.seed == 9
-    assert set(vars(tr.method)) == {"cfg"}
+    assert set(vars(tr.method)) == {"cfg", "init_from"} and tr.method.init_from == built_from
     assert tr.run.state["x_m"] is not None
 
 
@@ -210,3 +212,43 @@ def test_time_budget_picks_the_iterations(capsys):
     loose = zsn2n.fit(y, device="cpu", iters=5, time_budget=1e6)
     assert loose.iters == 5                                           # never more than the nominal count
     assert loose.losses == zsn2n.fit(y, device="cpu", iters=5).losses  # and then exactly the unbudgeted run
+
+
+def test_shipped_starts(tmp_path, monkeypatch):
+    """init="start" (default) loads <method>_start[_gray].pt from the weights folder when it fits the network
+    (every part, same layers and shapes), else keeps the random init; init="scratch" never loads; the
+    trainer and denoise's info say what each network started from."""
+    from fastdenoise import api
+    from fastdenoise.methods import engine
+
+    monkeypatch.setattr(engine, "WEIGHTS_DIR", str(tmp_path))
+    src = get_builder("apr")(device="cpu", **TINY["apr"])
+    with torch.no_grad():
+        for p in src.parts.values():
+            for w in p.model.parameters():
+                w.add_(0.01)                                # weights no seed's init gives
+    path = str(tmp_path / "apr_start.pt")
+    src.save_weights(path, meta={"note": "test"})
+    kw = {k: v for k, v in TINY["apr"].items() if k != "init"}
+    tr = get_builder("apr")(device="cpu", **kw)
+    assert tr.init_from == {"bsn": path, "student": path} and tr.method.started
+    for n in ("bsn", "student"):
+        want = {k: v.half().float() if v.is_floating_point() else v for k, v in src.parts[n].model.state_dict().items()}
+        for k, v in tr.parts[n].model.state_dict().items():
+            torch.testing.assert_close(v, want[k], rtol=0, atol=0)
+    before = {k: v.clone() for k, v in tr.parts["bsn"].model.state_dict().items()}
+    tr.reset(seed=7)                                        # a loaded start does not depend on the seed
+    assert all(torch.equal(v, before[k]) for k, v in tr.parts["bsn"].model.state_dict().items())
+    assert get_builder("apr")(device="cpu", **TINY["apr"]).init_from == {"bsn": "scratch", "student": "scratch"}
+    assert get_builder("apr")(device="cpu", **dict(kw, base=16)).init_from["bsn"] == "scratch"   # other shapes
+    assert get_builder("apr")(device="cpu", in_ch=1, **kw).init_from["bsn"] == "scratch"       # no _gray start
+    with pytest.raises(ValueError, match="init must be one of"):
+        get_builder("apr")(device="cpu", init="pretrained")
+    # the API reports it, and the start changes the result
+    img = noisy_pair(3)[1][0].permute(1, 2, 0).clamp(0, 1).numpy()
+    api.clear_cache()
+    out, info = api.denoise(img, method="apr", device="cpu", return_info=True, **kw)
+    assert info["init"] == {"bsn": "apr_start.pt", "student": "apr_start.pt"}
+    out2, info2 = api.denoise(img, method="apr", device="cpu", return_info=True, **TINY["apr"])
+    assert info2["init"] == {"bsn": "scratch", "student": "scratch"} and not np.array_equal(out, out2)
+    api.clear_cache()

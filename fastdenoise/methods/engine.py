@@ -47,6 +47,8 @@ from typing import Callable
 
 import torch
 
+WEIGHTS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "weights")
+
 __all__ = ["FitConfig", "FitResult", "Method", "CropTraining", "Stage", "Run", "Part", "Trainer", "build", "method_api",
            "iter_seed", "resolve_device", "psnr_quick", "make_optimizer", "ema_update", "staircase_lr",
            "cosine_lr", "crop_sampler", "dihedral", "load_state", "seeded", "batch_stats_bn"]
@@ -85,6 +87,11 @@ class FitConfig:
             timed (the first one pays one-off set-up costs) and the iteration count becomes the largest that
             fits the rest of the budget, at most the nominal one (every stage scaled alike; the count is
             printed); schedules follow the new count from iteration 2 on.
+        init: ``"start"``: every network begins from the method's shipped start
+            (``fastdenoise/weights/<method>_start[_gray].pt``, trained by ``scripts/pretrain.py``) where one
+            exists for this network (same layers and shapes), else from its random init; ``"scratch"``:
+            random init (the pure zero-shot setting). ``weights`` (a method field) overrides both.
+            ``Trainer.init_from`` says what each network started from.
     """
 
     iters: int | None = None
@@ -107,6 +114,7 @@ class FitConfig:
     max_memory: float | str | None = None
     tile_overlap: int = 64
     time_budget: float | None = None
+    init: str = "start"
 
     def replace(self, **kw) -> "FitConfig":
         """A copy with some fields changed (unknown names raise TypeError)."""
@@ -217,6 +225,16 @@ def load_state(path: str, part: str | None = None) -> dict:
     elif isinstance(ck, dict) and isinstance(ck.get("model"), dict):
         ck = ck["model"]
     return {k: v.float() if v.is_floating_point() else v for k, v in ck.items()}
+
+
+def _in_channels(model: torch.nn.Module) -> int:
+    """Input channels of a network: ``model.in_ch``, else its first convolution's."""
+    if isinstance(getattr(model, "in_ch", None), int):
+        return model.in_ch
+    conv = next((m for m in model.modules() if isinstance(m, torch.nn.modules.conv._ConvNd)), None)
+    if conv is None:
+        raise ValueError(f"cannot tell the input channels of {type(model).__name__}: give it an in_ch attribute")
+    return conv.in_channels
 
 
 def saved_parts(path: str) -> list[str] | None:
@@ -401,6 +419,9 @@ class Method:
 
     def __init__(self, cfg: FitConfig):
         self.cfg = cfg
+        self.init_from: dict[str, str] = {}     # part -> weights file it was loaded from (load_init)
+
+    inits: tuple[str, ...] = ("start", "scratch")     # accepted values of cfg.init
 
     # --- configuration
     def resolve(self, cfg: FitConfig, device: torch.device) -> FitConfig:
@@ -425,26 +446,51 @@ class Method:
     def make_model(self, in_ch: int, part: str = "model") -> torch.nn.Module:
         raise NotImplementedError
 
-    def load_init(self, model: torch.nn.Module, part: str = "model") -> bool:
-        """Load initial weights into the fresh ``model`` (``cfg.weights``: one network's state dict for the
-        first part, or a file of several networks such as a trainer checkpoint or a start written by
-        ``scripts/pretrain.py``); True when every weight was loaded, so the initial state no longer depends
-        on the seed."""
+    def start_path(self, in_ch: int) -> str | None:
+        """The shipped start of this method for ``in_ch``-channel networks (None: there is none)."""
+        p = os.path.join(WEIGHTS_DIR, f"{self.name}_start{'_gray' if in_ch == 1 else ''}.pt")
+        return p if os.path.exists(p) else None
+
+    def load_init(self, model: torch.nn.Module, part: str = "model", in_ch: int | None = None) -> bool:
+        """Load initial weights into the fresh ``model``; True when every weight was loaded (the initial
+        state no longer depends on the seed) and ``self.init_from[part]`` names the file.
+
+        ``cfg.weights``: one network's state dict for the first part, or a file of several networks such as
+        a trainer checkpoint or a start written by ``scripts/pretrain.py``. Else, with ``cfg.init ==
+        "start"``, the shipped start (:meth:`start_path`) when it holds this part with the same layers and
+        shapes (e.g. not the CPU-width Noise2Same start for the CUDA-width network)."""
         path = getattr(self.cfg, "weights", None)
-        if not path:
-            return False
-        if not os.path.exists(path):
-            raise FileNotFoundError(f"weights file not found: {path}")
-        names = saved_parts(path)
-        if names is None:                   # one network's weights: the first part's
-            if part != self.parts()[0]:
+        if path:
+            if not os.path.exists(path):
+                raise FileNotFoundError(f"weights file not found: {path}")
+            names = saved_parts(path)
+            if names is None:                   # one network's weights: the first part's
+                if part != self.parts()[0]:
+                    return False
+                model.load_state_dict(load_state(path))
+            elif part not in names:
                 return False
-            model.load_state_dict(load_state(path))
+            else:
+                model.load_state_dict(load_state(path, part))
+            self.init_from[part] = path
             return True
-        if part not in names:
+        if self.cfg.init != "start":
             return False
-        model.load_state_dict(load_state(path, part))
+        start = self.start_path(int(in_ch) if in_ch is not None else _in_channels(model))
+        if start is None or part not in (saved_parts(start) or []):
+            return False
+        sd, have = load_state(start, part), model.state_dict()
+        if set(sd) != set(have) or any(sd[k].shape != v.shape for k, v in have.items()):
+            return False
+        model.load_state_dict(sd)
+        self.init_from[part] = start
         return True
+
+    @property
+    def started(self) -> bool:
+        """Whether the networks begin from loaded weights (a start or ``weights``): methods may pick
+        fine-tuning defaults (fewer iterations) then."""
+        return bool(self.init_from)
 
     # --- data
     def prepare(self, y: torch.Tensor) -> tuple[torch.Tensor, Any]:
@@ -771,6 +817,18 @@ class Trainer:
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         tmp = f"{path}.tmp{os.getpid()}"
         torch.save(self.state_dict(), tmp)
+        os.replace(tmp, path)
+
+    def save_weights(self, path: str, *, half: bool = True, meta: dict | None = None) -> None:
+        """Atomic weights file of every network (fp16 by default), no optimiser state:
+        ``{"method", "parts": {name: {"model": state dict}}, "meta"}``, loadable with ``weights=path`` and,
+        named ``fastdenoise/weights/<method>_start[_gray].pt``, the method's shipped start (``init="start"``)."""
+        cast = (lambda v: v.detach().half() if half and v.is_floating_point() else v.detach())  # noqa: E731
+        parts = {n: {"model": {k: cast(v).cpu() for k, v in p.model.state_dict().items()}}
+                 for n, p in self.parts.items()}
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        tmp = f"{path}.tmp{os.getpid()}"
+        torch.save({"method": self.method.name, "parts": parts, "meta": dict(meta or {})}, tmp)
         os.replace(tmp, path)
 
     def load_checkpoint(self, path: str) -> None:
@@ -1111,6 +1169,8 @@ def build(method_cls: type[Method], config: FitConfig | None = None, *, in_ch: i
     method = method_cls(cfg)
     cfg = method.resolve(cfg, device)
     method = method_cls(cfg)
+    if cfg.init not in method.inits:
+        raise ValueError(f"init must be one of {method.inits}, got {cfg.init!r}")
     method.check()
     from fastdenoise._runtime import check_seed
 
@@ -1134,10 +1194,11 @@ def build(method_cls: type[Method], config: FitConfig | None = None, *, in_ch: i
 
         with seeded(seed + i):
             m = method.make_model(net_ch, name)
-        fixed = method.load_init(m, name)
+        fixed = method.load_init(m, name, in_ch=net_ch)
         models[name], makers[name] = m, (None if fixed else make)
     tr = Trainer(method, models, makers, seed)
     tr.in_ch = in_ch
+    tr.init_from = {n: method.init_from.get(n, "given" if makers[n] is None else "scratch") for n in models}
     return tr
 
 

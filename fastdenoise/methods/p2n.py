@@ -52,7 +52,7 @@ from fastdenoise.methods.engine import method_api
 WEIGHTS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "weights")
 DEFAULT_WEIGHTS = os.path.join(WEIGHTS_DIR, "unet_n2n_gauss.pt")
 GRAY_WEIGHTS = os.path.join(WEIGHTS_DIR, "unet_n2n_gauss_gray.pt")
-INITS = ("gaussian_pretrained", "scratch")
+INITS = ("gaussian_pretrained", "start", "scratch")    # "start" = "gaussian_pretrained" (the shared name)
 GRAY_MODES = ("native", "replicate")
 
 
@@ -111,15 +111,14 @@ class P2N(Method):
     name = "p2n"
     summary = "Positive2Negative (default): 100 iterations from a Gaussian-pretrained U-Net"
     Config = P2NConfig
+    inits = INITS
 
     def check(self) -> None:
-        if self.cfg.init not in INITS:
-            raise ValueError(f"init must be one of {INITS}, got {self.cfg.init!r}")
         if self.cfg.gray not in GRAY_MODES:
             raise ValueError(f"gray must be one of {GRAY_MODES}, got {self.cfg.gray!r}")
 
     def pretrained(self) -> bool:
-        return self.cfg.init == "gaussian_pretrained"
+        return self.cfg.init in ("gaussian_pretrained", "start")
 
     def start_weights(self, in_ch: int) -> str:
         """The pretrained weights file for ``in_ch``-channel images."""
@@ -140,9 +139,9 @@ class P2N(Method):
 
         return UNetN2N(in_ch)
 
-    def load_init(self, model: torch.nn.Module, part: str = "model") -> bool:
+    def load_init(self, model: torch.nn.Module, part: str = "model", in_ch: int | None = None) -> bool:
         if not self.pretrained():
-            return super().load_init(model, part)
+            return super().load_init(model, part, in_ch)
         path = self.start_weights(model.in_ch)
         if os.path.exists(path):
             have = _weights_channels(path)
@@ -150,6 +149,7 @@ class P2N(Method):
                 raise ValueError(f"the pretrained weights {path} take {have}-channel images; in_ch={model.in_ch} "
                                  "needs init='scratch' (1-channel images use the grayscale start)")
             model.load_state_dict(load_state(path))
+            self.init_from[part] = path
             return True
         if self.cfg.weights:
             raise FileNotFoundError(f"weights file not found: {self.cfg.weights}")
