@@ -17,7 +17,7 @@ from fastdenoise.io import from_bchw
 from fastdenoise.methods import get_builder
 from fastdenoise.methods.engine import resolve_device
 
-__all__ = ["denoise", "clear_cache", "get_trainer", "trainers_for", "check_finite"]
+__all__ = ["denoise", "denoise_many", "clear_cache", "get_trainer", "trainers_for", "check_finite"]
 
 _CACHE: dict = {}
 
@@ -168,3 +168,60 @@ def denoise(image, method: str = "p2n", iters: int | None = None, seed: int = 0,
         info["psnr"] += res.psnr
     result = assemble(outs, x, c, alpha, method, layout, dtype)
     return (result, info) if return_info else result
+
+
+BATCHED = ("p2n",)   # methods with a batched fit (one network copy per image, fitted together)
+
+
+def denoise_many(images: list, method: str = "p2n", iters: int | None = None, seed: int = 0,
+                 device: str = "auto", weights: str | None = None, return_info: bool = False, **options):
+    """Denoise several images of one shape, kind and dtype, each by its own network, fitted together.
+
+    For P2N (:data:`BATCHED`) the K networks run as one batched network
+    (:func:`fastdenoise.methods.p2n.fit_many`): a GPU is busy with K images per kernel instead of one.
+    Each image's result is statistically, not bitwise, equal to :func:`denoise` of it alone (one seed
+    stream for the batch). When the method has no batched fit, the images need crops or tiles to fit
+    the memory budget, or they have 1 < C != 3 channels, each image goes through :func:`denoise` instead
+    (same result as calling it). Arguments as :func:`denoise`.
+
+    Returns:
+        A list of denoised images (same kind, shape and dtype as the inputs); with ``return_info`` a
+        tuple ``(list, info)`` where ``info["batched"]`` says whether the batched fit ran.
+    """
+    if not isinstance(images, (list, tuple)) or not images:
+        raise ValueError(f"images must be a non-empty list of images, got {type(images).__name__}")
+    xs = [_to_float(f"images[{i}]", im) for i, im in enumerate(images)]
+    x0, layout, dtype = xs[0]
+    for i, (x, lay, dt) in enumerate(xs[1:], 1):
+        if x.shape != x0.shape or dt != dtype or type(images[i]) is not type(images[0]):
+            raise ValueError(f"images must share shape, kind and dtype: images[0] is {tuple(x0.shape)} "
+                             f"{dtype}, images[{i}] is {tuple(x.shape)} {dt}")
+    if x0.shape[0] != 1:
+        raise ValueError(f"images must be single images (H, W[, C]), got a batch of {x0.shape[0]} in images[0]")
+
+    def one_by_one():
+        res = [denoise(im, method=method, iters=iters, seed=seed, device=device, weights=weights,
+                       return_info=True, **options) for im in images]
+        return [r[0] for r in res], {"method": method, "batched": False, "iters": res[-1][1]["iters"],
+                                     "seconds": sum(r[1]["seconds"] for r in res)}
+
+    c = x0.shape[1]
+    if len(images) == 1 or method not in BATCHED or c not in (1, 3) or options.get("alpha"):
+        outs, info = one_by_one()
+        return (outs, info) if return_info else outs
+    import time
+
+    from fastdenoise.methods.p2n import fit_many
+
+    tr = get_trainer(method, device=device, in_ch=c, weights=weights, **options)
+    batch = torch.cat([x for x, _, _ in xs])
+    prepared = tr.method.prepare(batch)[0]
+    if tr.memory_plan(prepared, lambda t: prepared) or tr.infer_tile(prepared) is not None:
+        outs, info = one_by_one()                       # over the budget together: one at a time (tiled)
+        return (outs, info) if return_info else outs
+    t0 = time.perf_counter()
+    out = fit_many(batch, trainer=tr, iters=iters, seed=seed).float().cpu()
+    outs = [assemble([out[i:i + 1]], xs[i][0], c, False, method, layout, dtype) for i in range(len(xs))]
+    info = {"method": method, "batched": True, "iters": tr.total_iters(iters), "device": str(tr.device),
+            "seconds": time.perf_counter() - t0, "init": {n: os.path.basename(v) for n, v in tr.init_from.items()}}
+    return (outs, info) if return_info else outs

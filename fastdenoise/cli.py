@@ -221,9 +221,20 @@ def _denoise_file(a, inp: str, dst: str, protect: list, n_inputs: int) -> str:
     return detail
 
 
+def _denoise_batch(a, images: list) -> tuple[list, dict]:
+    """Same-shape images fitted together (``denoise_many``)."""
+    from fastdenoise.api import denoise_many
+
+    return denoise_many(images, method=a.method, iters=a.iters, seed=a.seed, device=a.device,
+                        weights=a.weights, return_info=True, **_options(a))
+
+
 def cmd_denoise(a) -> int:
     from fastdenoise import distributed as D
 
+    if a.batch < 1:
+        print(f"--batch must be >= 1, got {a.batch}", file=sys.stderr)
+        return 2
     rank, size, a.device = D.init(a.device)
     os.makedirs(a.outdir, exist_ok=True)
     listing = collect_inputs(a.inputs, a.recursive, exclude=a.outdir)
@@ -240,22 +251,72 @@ def cmd_denoise(a) -> int:
         seen.setdefault(dst, inp)
     n = len(jobs)
     done = skipped = failed = 0
-    for i, (inp, dst, clash) in D.shard(list(enumerate(jobs)), rank, size):
-        tag = f"[{i + 1}/{n}]"
+    groups: dict = {}        # (shape, dtype) -> [(tag, inp, dst, image, info)] waiting for a batched fit
+
+    def flush(key) -> None:
+        nonlocal done, failed
+        group = groups.pop(key)
         t0 = time.time()
         try:
-            if clash is not None:
-                raise FileExistsError(f"its output {dst} is also the output of {clash} (rename one of them)")
-            if os.path.exists(dst) and not a.overwrite:
-                skipped += 1
-                print(f"{tag} {inp} -> {dst} exists, skipped (--overwrite to redo it)", flush=True)
-                continue
+            outs, log = _denoise_batch(a, [g[3] for g in group])
+        except Exception as e:  # noqa: BLE001 - the batch failed: every file of it, one by one
+            print(f"batch of {len(group)} failed ({type(e).__name__}: {e}); one by one", file=sys.stderr, flush=True)
+            for tag, inp, dst, _, _ in group:
+                run_one(tag, inp, dst)
+            return
+        for (tag, inp, dst, _, info), out in zip(group, outs):
+            try:
+                write_stack(dst, out[None], like=info, protect=protect)
+                done += 1
+                how = f"fitted with {len(group) - 1} other(s) at once" if log["batched"] else "alone"
+                print(f"{tag} {inp} -> {dst} ({log['iters']} iters, {how}, {(time.time() - t0) / len(group):.1f}s "
+                      "each)", flush=True)
+            except Exception as e:  # noqa: BLE001
+                failed += 1
+                print(f"{tag} FAILED {inp}: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
+
+    def run_one(tag: str, inp: str, dst: str) -> None:
+        nonlocal done, failed
+        t0 = time.time()
+        try:
             detail = _denoise_file(a, inp, dst, protect, n)
             done += 1
             print(f"{tag} {inp} -> {dst} ({detail}, {time.time() - t0:.1f}s)", flush=True)
         except Exception as e:  # noqa: BLE001 - report and continue with the other files
             failed += 1
             print(f"{tag} FAILED {inp}: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
+
+    from fastdenoise.api import BATCHED
+    from fastdenoise.io import read_stack
+    from fastdenoise.io import write_stack
+
+    batching = a.batch > 1 and a.method in BATCHED and a.clean is None and not a.plot
+    for i, (inp, dst, clash) in D.shard(list(enumerate(jobs)), rank, size):
+        tag = f"[{i + 1}/{n}]"
+        if clash is not None:
+            failed += 1
+            print(f"{tag} FAILED {inp}: FileExistsError: its output {dst} is also the output of {clash} "
+                  "(rename one of them)", file=sys.stderr, flush=True)
+            continue
+        if os.path.exists(dst) and not a.overwrite:
+            skipped += 1
+            print(f"{tag} {inp} -> {dst} exists, skipped (--overwrite to redo it)", flush=True)
+            continue
+        if batching:
+            try:
+                vol, info = read_stack(inp, axes=a.axes)
+            except Exception:  # noqa: BLE001 - run_one reports it
+                vol = info = None
+            if info is not None and info.slices == 1 and not info.alpha and vol[0].ndim in (2, 3) \
+                    and (vol[0].ndim == 2 or vol[0].shape[-1] in (1, 3)):
+                key = (vol[0].shape, str(vol[0].dtype))
+                groups.setdefault(key, []).append((tag, inp, dst, vol[0], info))
+                if len(groups[key]) == a.batch:
+                    flush(key)
+                continue
+        run_one(tag, inp, dst)
+    for key in list(groups):
+        flush(key)
     done, skipped, failed = D.all_sum([done, skipped, failed])
     if rank == 0:
         ranks = f" on {size} ranks" if size > 1 else ""
@@ -392,6 +453,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="activation budget per step/tile, e.g. 4G (default: half the free memory; 0: no limit)")
     d.add_argument("--progress", action="store_true", help="progress bars over iterations and tiles")
     d.add_argument("--method", choices=methods, default="p2n")
+    d.add_argument("--batch", type=int, default=1, metavar="K",
+                   help="fit up to K same-size images at once, one network each (p2n: fit_many; a GPU is busy with "
+                        "K images per kernel); others and stacks one by one (default 1)")
     d.add_argument("--iters", type=int, default=None,
                    help="iterations per image (default: the method's; --iters 0 with p2n = pretrained net only)")
     d.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
