@@ -6,7 +6,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.fastdenoise-installed
 SOURCES := $(wildcard csrc/*.cpp csrc/*.h csrc/cpu/*.cpp) setup.py pyproject.toml requirements-dev.txt
 
-.PHONY: install demo test bench quality gpu-test gpu-bench gpu-quality gpu-check clean
+.PHONY: install demo test bench quality gpu-test gpu-bench gpu-quality gpu-check gpu-pretrain clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -58,3 +58,9 @@ gpu-quality:
 # subset; writes gpu-check-<device>.json into $FASTDENOISE_GPU_CHECK_DIR (default $OUT, else benchmarks/results).
 gpu-check:
 	PYTHONPATH=. python3 scripts/gpu_check.py
+
+# Starts for every network on one GPU window (~8 minutes: 80 s per method, 1.5 min for P2N's supervised
+# start), weights and logs into $FASTDENOISE_OUT (default $OUT, else out/gpu-starts); copy the *.pt files
+# into fastdenoise/weights/ to ship them (see the README, Shipped starts).
+gpu-pretrain:
+	FASTDENOISE_OUT=$${FASTDENOISE_OUT:-$${OUT:-out/gpu-starts}} bash scripts/pretrain_gpu.sh
