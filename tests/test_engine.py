@@ -252,3 +252,28 @@ def test_shipped_starts(tmp_path, monkeypatch):
     out2, info2 = api.denoise(img, method="apr", device="cpu", return_info=True, **TINY["apr"])
     assert info2["init"] == {"bsn": "scratch", "student": "scratch"} and not np.array_equal(out, out2)
     api.clear_cache()
+
+
+def test_tta_self_ensemble():
+    """tta=n averages the inference over n dihedral transforms, each undone: the transforms invert exactly,
+    non-square images keep their shape, tta=1 is the single pass, and a bad count is refused at build."""
+    from fastdenoise.methods.engine import dihedral
+    from fastdenoise.methods.engine import dihedral_inverse
+
+    x = torch.rand(1, 2, 5, 7)
+    for k in range(8):
+        assert torch.equal(dihedral_inverse(dihedral(x, k), k), x)
+    _, y = noisy_pair(4, shape=(1, 3, 24, 40))
+    tr = get_builder("zsn2n")(device="cpu", **TINY["zsn2n"])
+    tr.fit(y, seed=0)
+    one = tr.denoise(y)
+    per = [dihedral_inverse(tr.denoise(dihedral(y, k).contiguous()), k) for k in range(8)]
+    assert torch.equal(per[0], one)
+    for n, ks in ((2, (0, 4)), (4, (0, 1, 2, 3)), (8, range(8))):
+        tr.cfg = tr.cfg.replace(tta=n)
+        tr.method.cfg = tr.cfg
+        got = tr.denoise(y)
+        assert got.shape == y.shape
+        torch.testing.assert_close(got, torch.stack([per[k] for k in ks]).mean(0), rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="tta must be one of"):
+        get_builder("zsn2n")(device="cpu", tta=3)

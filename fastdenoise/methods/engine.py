@@ -92,6 +92,10 @@ class FitConfig:
             exists for this network (same layers and shapes), else from its random init; ``"scratch"``:
             random init (the pure zero-shot setting). ``weights`` (a method field) overrides both.
             ``Trainer.init_from`` says what each network started from.
+        tta: self-ensemble at inference: the mean of the network's outputs over 1, 2 (flip), 4 (rot90) or 8
+            (all dihedral) transforms of the image, each undone (None: the method's default for the device,
+            :meth:`Method.default_tta`; 1 is the papers' single pass). Applies to :meth:`Trainer.denoise` and
+            the final output of a fit, not to an output EMA of step estimates.
     """
 
     iters: int | None = None
@@ -115,6 +119,7 @@ class FitConfig:
     tile_overlap: int = 64
     time_budget: float | None = None
     init: str = "start"
+    tta: int | None = None
 
     def replace(self, **kw) -> "FitConfig":
         """A copy with some fields changed (unknown names raise TypeError)."""
@@ -329,6 +334,15 @@ def dihedral(x: torch.Tensor, k: int) -> torch.Tensor:
     return torch.rot90(x, k % 4, (-2, -1)) if k % 4 else x
 
 
+def dihedral_inverse(x: torch.Tensor, k: int) -> torch.Tensor:
+    """Undoes :func:`dihedral` ``(x, k)``."""
+    x = torch.rot90(x, -(k % 4), (-2, -1)) if k % 4 else x
+    return x.flip(-1) if k >= 4 else x
+
+
+TTA_COUNTS = (1, 2, 4, 8)
+
+
 def crop_sampler(images: list, crop: int, batch: int, seed: int = 0,
                  augment: bool = False) -> Callable[[int], torch.Tensor]:
     """Dataset-mode sampler: ``sampler(t)`` -> (batch, C, crop, crop) random crops of ``images``.
@@ -433,6 +447,10 @@ class Method:
 
     def default_iters(self, device: torch.device) -> int:
         return 100
+
+    def default_tta(self, device: torch.device) -> int:
+        """Transforms averaged at inference when ``cfg.tta`` is None (1: the single pass of the papers)."""
+        return 1
 
     # --- networks
     def parts(self) -> tuple[str, ...]:
@@ -1027,8 +1045,27 @@ class Trainer:
         secs, n = self._train(lambda t: prep(self.to_input(sampler(t))), iters, None, use_ema=False)
         return FitResult(torch.empty(0), None, list(self.run.losses), [], n, secs)
 
+    def tta_count(self) -> int:
+        n = self.cfg.tta if self.cfg.tta is not None else self.method.default_tta(self.device)
+        if n not in TTA_COUNTS:
+            raise ValueError(f"tta must be one of {TTA_COUNTS}, got {n!r}")
+        return n
+
     @torch.no_grad()
     def _infer(self, x: torch.Tensor, tile: int | None = None, **options) -> torch.Tensor:
+        """The method's inference on the prepared ``x``, averaged over the ``tta`` transforms."""
+        n = self.tta_count()
+        if n == 1:
+            return self._infer_once(x, tile, **options)
+        ks = {2: (0, 4), 4: (0, 1, 2, 3), 8: tuple(range(8))}[n]
+        acc = None
+        for k in ks:
+            o = dihedral_inverse(self._infer_once(dihedral(x, k).contiguous(), tile, **options), k)
+            acc = o if acc is None else acc.add_(o)
+        return acc.div_(n).contiguous()
+
+    @torch.no_grad()
+    def _infer_once(self, x: torch.Tensor, tile: int | None = None, **options) -> torch.Tensor:
         rng = self.run.torch_rng(99991) if self.method.uses_torch_rng else contextlib.nullcontext()
         tile = self.infer_tile(x) if tile is None else (int(tile) or None)
         self.plan["tile"] = tile
@@ -1171,6 +1208,8 @@ def build(method_cls: type[Method], config: FitConfig | None = None, *, in_ch: i
     method = method_cls(cfg)
     if cfg.init not in method.inits:
         raise ValueError(f"init must be one of {method.inits}, got {cfg.init!r}")
+    if cfg.tta is not None and (isinstance(cfg.tta, bool) or cfg.tta not in TTA_COUNTS):
+        raise ValueError(f"tta must be one of {TTA_COUNTS} (or None: the method's default), got {cfg.tta!r}")
     method.check()
     from fastdenoise._runtime import check_seed
 
