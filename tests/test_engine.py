@@ -277,3 +277,23 @@ def test_tta_self_ensemble():
         torch.testing.assert_close(got, torch.stack([per[k] for k in ks]).mean(0), rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="tta must be one of"):
         get_builder("zsn2n")(device="cpu", tta=3)
+
+
+def test_warmup_ramps_the_learning_rate(monkeypatch):
+    """warmup=f: the lr rises linearly to the schedule's over the first f of each stage's iterations;
+    out-of-range fractions are refused; APR with iters=0 trains neither network."""
+    from fastdenoise.methods.engine import Part
+
+    seen = []
+    orig = Part.set_lr
+    monkeypatch.setattr(Part, "set_lr", lambda self, lr: (seen.append(lr), orig(self, lr))[1])
+    _, y = noisy_pair(5)
+    tr = get_builder("zsn2n")(device="cpu", **dict(TINY["zsn2n"], iters=10, warmup=0.5))
+    tr.fit(y, seed=0)
+    base = tr.cfg.lr
+    assert seen[:5] == pytest.approx([base * k / 5 for k in range(1, 6)]) and seen[5] == pytest.approx(base)
+    with pytest.raises(ValueError, match="warmup must be"):
+        get_builder("zsn2n")(device="cpu", warmup=1.0)
+    tr = get_builder("apr")(device="cpu", **dict(TINY["apr"], rd_iters=None))
+    res = tr.fit(y, iters=0, seed=0)
+    assert res.iters == 0 and tr.run.losses == []

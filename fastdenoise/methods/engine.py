@@ -96,6 +96,10 @@ class FitConfig:
             (all dihedral) transforms of the image, each undone (None: the method's default for the device,
             :meth:`Method.default_tta`; 1 is the papers' single pass). Applies to :meth:`Trainer.denoise` and
             the final output of a fit, not to an output EMA of step estimates.
+        warmup: linear learning-rate warm-up over this fraction of each stage's iterations (from lr/n to the
+            schedule's lr over the first n), in [0, 1); None: the method's default (:meth:`Method.default_warmup`,
+            0 unless stated). A fresh Adam's first steps move every weight by about lr, which can knock a
+            trained start off its optimum before the moments are estimated.
     """
 
     iters: int | None = None
@@ -120,6 +124,7 @@ class FitConfig:
     time_budget: float | None = None
     init: str = "start"
     tta: int | None = None
+    warmup: float | None = None
 
     def replace(self, **kw) -> "FitConfig":
         """A copy with some fields changed (unknown names raise TypeError)."""
@@ -447,6 +452,10 @@ class Method:
 
     def default_iters(self, device: torch.device) -> int:
         return 100
+
+    def default_warmup(self, device: torch.device) -> float:
+        """Warm-up fraction when ``cfg.warmup`` is None."""
+        return 0.0
 
     def default_tta(self, device: torch.device) -> int:
         """Transforms averaged at inference when ``cfg.tta`` is None (1: the single pass of the papers)."""
@@ -964,8 +973,12 @@ class Trainer:
     def _iteration(self, stage: Stage, step: Callable, batch: torch.Tensor, t: int, total: int):
         """One training iteration of ``stage``: schedule, step, backward, optimiser step."""
         run, part = self.run, self.run.part
-        if stage.lr_at is not None:
-            part.set_lr(stage.lr_at(t, total))
+        w = self.cfg.warmup if self.cfg.warmup is not None else self.method.default_warmup(self.device)
+        n = int(w * total) if not run.dataset_mode or self.cfg.warmup is not None else 0
+        if stage.lr_at is not None or n:
+            lr = stage.lr_at(t, total) if stage.lr_at is not None else None
+            lr = stage.lr if lr is None else lr
+            part.set_lr(lr * min(1.0, (t + 1) / n) if n else lr)
         if self.wrap_step is not None:      # e.g. fastdenoise.distributed: the step inside DDP
             step = self.wrap_step(stage, step)
         loss, est = step(run, batch, t, total, iter_seed(run.seed, t))
@@ -1208,6 +1221,8 @@ def build(method_cls: type[Method], config: FitConfig | None = None, *, in_ch: i
     method = method_cls(cfg)
     if cfg.init not in method.inits:
         raise ValueError(f"init must be one of {method.inits}, got {cfg.init!r}")
+    if cfg.warmup is not None and not 0.0 <= float(cfg.warmup) < 1.0:
+        raise ValueError(f"warmup must be a fraction in [0, 1) (or None: the method's default), got {cfg.warmup!r}")
     if cfg.tta is not None and (isinstance(cfg.tta, bool) or cfg.tta not in TTA_COUNTS):
         raise ValueError(f"tta must be one of {TTA_COUNTS} (or None: the method's default), got {cfg.tta!r}")
     method.check()
