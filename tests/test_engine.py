@@ -166,8 +166,10 @@ def test_zsn2n_network_and_reference():
     ref = zsn2n.fit(y, iters=3, device="cpu", reference=True)
     np.testing.assert_allclose(fused.losses, ref.losses, rtol=1e-5, atol=1e-7)
     torch.testing.assert_close(fused.output, ref.output, rtol=1e-4, atol=1e-5)
-    tr = zsn2n.build(device="cpu")
+    tr = zsn2n.build(device="cpu", init="scratch")
     assert tr.total_iters(None) == zsn2n.CPU_ITERS
+    if tr.method.start_path(3):                                        # from the shipped start: fewer
+        assert zsn2n.build(device="cpu").total_iters(None) == zsn2n.CPU_ITERS_START
     assert tr.method.lr_at(0, 2000) == 1e-3 and tr.method.lr_at(1499, 2000) == 1e-3
     assert tr.method.lr_at(1500, 2000) == 5e-4                         # the reproduction's StepLR
     with pytest.raises(ValueError, match="decay_at"):
@@ -264,7 +266,7 @@ def test_tta_self_ensemble():
     for k in range(8):
         assert torch.equal(dihedral_inverse(dihedral(x, k), k), x)
     _, y = noisy_pair(4, shape=(1, 3, 24, 40))
-    tr = get_builder("zsn2n")(device="cpu", **TINY["zsn2n"])
+    tr = get_builder("zsn2n")(device="cpu", tta=1, **TINY["zsn2n"])
     tr.fit(y, seed=0)
     one = tr.denoise(y)
     per = [dihedral_inverse(tr.denoise(dihedral(y, k).contiguous()), k) for k in range(8)]

@@ -29,7 +29,7 @@ def test_cosine_lr_and_config():
 
 def test_single_image_apr_only_and_reinit():
     _, y = _y()
-    tr = apr.build(iters=2, stages="apr", **TINY)
+    tr = apr.build(iters=2, stages="apr", tta=1, **TINY)
     a = tr.fit(y)
     assert a.output.shape == y.shape and a.iters == 2 and len(a.losses) == 2 and all(np.isfinite(a.losses))
     assert tr.run.done == ["apr"]                  # no RD stage

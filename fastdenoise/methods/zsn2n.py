@@ -22,7 +22,8 @@ CPU from the shipped start (``fastdenoise/weights/zsn2n_start.pt``, 3985 dataset
 noisy crops, 9 min on one core; the default whenever it fits): **600 iterations**. Measured 2026-12-02
 (Gaussian sigma 25, 256x256, seed 0, 1 thread): astronaut start alone 26.45 dB, 300 iterations 28.61,
 1000 iterations 29.03 dB (from scratch 1000 iterations: 28.63); coffee 26.60 / 30.06 dB at 0 / 300. The start
-gets to the scratch result in a third of the iterations.
+gets to the scratch result in a third of the iterations. On the CPU the output is the mean over the 8
+dihedral transforms (``tta=8``; 28.73 instead of 28.61 dB at 300 iterations).
 """
 from __future__ import annotations
 
@@ -76,6 +77,9 @@ class ZSN2N(Method):
         if device.type == "cuda":
             return CUDA_ITERS
         return CPU_ITERS_START if self.started else CPU_ITERS
+
+    def default_tta(self, device: torch.device) -> int:
+        return 1 if device.type == "cuda" else 8      # CPU: +0.12 dB at 300 iterations, 8 tiny forwards
 
     def make_model(self, in_ch: int, part: str = "model") -> torch.nn.Module:
         from fastdenoise.models.zsn2n import ZSN2NNet
