@@ -86,7 +86,8 @@ def main(argv=None) -> int:
              f"{a.crop}x{a.crop} centre crops of {a.images.replace(',', ', ')}; noise {a.noise.replace(',', ', ')}")
     command = " ".join(["python -m benchmarks.quality", *map(shlex.quote, argv)])
     text = (f"# Quality table\n\n{scope}. Device: {env['device']}; torch {env['torch']}; {env['date']}.\n"
-            f"Command: `{command}`. Each method at "
+            f"Command: `{command}`. Networks from {'the shipped starts' if a.init == 'start' else 'random weights'}. "
+            "Each method at "
             "its default iterations for this device; `ref` = the reference configuration (plain-torch ops, fp32, "
             "no CUDA graphs), same seeds and iterations. PSNR/SSIM: METHODS.md 1.2 default (clamp, uint8, "
             "peak 255; 11x11 Gaussian SSIM).\n\n" + format_table(rows) + "\n")

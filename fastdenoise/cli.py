@@ -393,7 +393,7 @@ def cmd_eval(a) -> int:
         print(f"unknown method(s) {unknown}; available: {', '.join(_methods())} or 'all'", file=sys.stderr)
         return 2
     rows = evaluate(split(a.images), split(a.noise), methods, crop=a.crop, device=a.device, seed=a.seed,
-                    reference=a.reference, iters=a.iters, progress=None if a.json else print)
+                    reference=a.reference, iters=a.iters, init=a.init, progress=None if a.json else print)
     if a.json:
         print(json.dumps({"environment": environment(), "rows": rows_to_json(rows)}, indent=1))
     else:
@@ -512,6 +512,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--crop", type=int, default=256)
     e.add_argument("--iters", type=int, default=None, help="iterations (default: each method's)")
     e.add_argument("--reference", action="store_true", help="also run the reference configuration")
+    e.add_argument("--init", choices=("start", "scratch"), default="start",
+                   help="networks begin from the shipped starts (default) or from random weights")
     e.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--json", action="store_true", help="machine-readable output")
