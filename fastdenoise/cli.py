@@ -1,7 +1,7 @@
 """``fastdenoise`` command line: denoise images, train on a folder, evaluate quality, run the benchmarks.
 
 Examples:
-    fastdenoise denoise noisy.png -o out/                      # P2N, 100 iterations, shipped weights
+    fastdenoise denoise noisy.png -o out/                      # P2N from the shipped start (100 its; CPU 50)
     fastdenoise denoise a.png b.tif -o out/ --method nb2nb --iters 500 --device cuda
     fastdenoise denoise noisy.png -o out/ --clean clean.png --plot
     fastdenoise train --method p2n --data noisy_dir/ --out run/p2n.pt --iters 2000 --resume

@@ -40,7 +40,7 @@ def test_nb2nb_init_scale():
     from fastdenoise.methods import nb2nb
 
     def conv_std(scale):
-        net = nb2nb.build(device="cpu", init_scale=scale).model
+        net = nb2nb.build(device="cpu", init="scratch", init_scale=scale).model   # the random init
         return float(next(m for m in net.modules() if isinstance(m, torch.nn.Conv2d)).weight.std())
 
     assert conv_std(0.3) == pytest.approx(3 * conv_std(0.1), rel=1e-5)
