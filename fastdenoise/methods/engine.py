@@ -97,8 +97,7 @@ class FitConfig:
             :meth:`Method.default_tta`; 1 is the papers' single pass). Applies to :meth:`Trainer.denoise` and
             the final output of a fit, not to an output EMA of step estimates.
         warmup: linear learning-rate warm-up over this fraction of each stage's iterations (from lr/n to the
-            schedule's lr over the first n), in [0, 1); None: the method's default (:meth:`Method.default_warmup`,
-            0 unless stated). A fresh Adam's first steps move every weight by about lr, which can knock a
+            schedule's lr over the first n), in [0, 1); 0: none. A fresh Adam's first steps move every weight by about lr, which can knock a
             trained start off its optimum before the moments are estimated.
     """
 
@@ -124,7 +123,7 @@ class FitConfig:
     time_budget: float | None = None
     init: str = "start"
     tta: int | None = None
-    warmup: float | None = None
+    warmup: float = 0.0
 
     def replace(self, **kw) -> "FitConfig":
         """A copy with some fields changed (unknown names raise TypeError)."""
@@ -237,14 +236,12 @@ def load_state(path: str, part: str | None = None) -> dict:
     return {k: v.float() if v.is_floating_point() else v for k, v in ck.items()}
 
 
-def _in_channels(model: torch.nn.Module) -> int:
-    """Input channels of a network: ``model.in_ch``, else its first convolution's."""
-    if isinstance(getattr(model, "in_ch", None), int):
-        return model.in_ch
-    conv = next((m for m in model.modules() if isinstance(m, torch.nn.modules.conv._ConvNd)), None)
-    if conv is None:
-        raise ValueError(f"cannot tell the input channels of {type(model).__name__}: give it an in_ch attribute")
-    return conv.in_channels
+def _save_atomic(obj, path: str) -> None:
+    """``torch.save`` to a temporary file beside ``path``, then rename it into place."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = f"{path}.tmp{os.getpid()}"
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
 
 
 def saved_parts(path: str) -> list[str] | None:
@@ -453,10 +450,6 @@ class Method:
     def default_iters(self, device: torch.device) -> int:
         return 100
 
-    def default_warmup(self, device: torch.device) -> float:
-        """Warm-up fraction when ``cfg.warmup`` is None."""
-        return 0.0
-
     def default_tta(self, device: torch.device) -> int:
         """Transforms averaged at inference when ``cfg.tta`` is None (1: the single pass of the papers)."""
         return 1
@@ -478,7 +471,7 @@ class Method:
         p = os.path.join(WEIGHTS_DIR, f"{self.name}_start{'_gray' if in_ch == 1 else ''}.pt")
         return p if os.path.exists(p) else None
 
-    def load_init(self, model: torch.nn.Module, part: str = "model", in_ch: int | None = None) -> bool:
+    def load_init(self, model: torch.nn.Module, part: str, in_ch: int) -> bool:
         """Load initial weights into the fresh ``model``; True when every weight was loaded (the initial
         state no longer depends on the seed) and ``self.init_from[part]`` names the file.
 
@@ -503,10 +496,14 @@ class Method:
             return True
         if self.cfg.init != "start":
             return False
-        start = self.start_path(int(in_ch) if in_ch is not None else _in_channels(model))
-        if start is None or part not in (saved_parts(start) or []):
+        start = self.start_path(in_ch)
+        if start is None:
             return False
-        sd, have = load_state(start, part), model.state_dict()
+        try:
+            sd = load_state(start, part)
+        except ValueError:                      # the start has no such part
+            return False
+        have = model.state_dict()
         if set(sd) != set(have) or any(sd[k].shape != v.shape for k, v in have.items()):
             return False
         model.load_state_dict(sd)
@@ -841,10 +838,7 @@ class Trainer:
         torch.distributed only rank 0 writes it."""
         if _rank() != 0:
             return
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        tmp = f"{path}.tmp{os.getpid()}"
-        torch.save(self.state_dict(), tmp)
-        os.replace(tmp, path)
+        _save_atomic(self.state_dict(), path)
 
     def save_weights(self, path: str, *, half: bool = True, meta: dict | None = None) -> None:
         """Atomic weights file of every network (fp16 by default), no optimiser state:
@@ -853,10 +847,7 @@ class Trainer:
         cast = (lambda v: v.detach().half() if half and v.is_floating_point() else v.detach())  # noqa: E731
         parts = {n: {"model": {k: cast(v).cpu() for k, v in p.model.state_dict().items()}}
                  for n, p in self.parts.items()}
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        tmp = f"{path}.tmp{os.getpid()}"
-        torch.save({"method": self.method.name, "parts": parts, "meta": dict(meta or {})}, tmp)
-        os.replace(tmp, path)
+        _save_atomic({"method": self.method.name, "parts": parts, "meta": dict(meta or {})}, path)
 
     def load_checkpoint(self, path: str) -> None:
         ck = torch.load(path, map_location=self.device, weights_only=False)
@@ -973,8 +964,7 @@ class Trainer:
     def _iteration(self, stage: Stage, step: Callable, batch: torch.Tensor, t: int, total: int):
         """One training iteration of ``stage``: schedule, step, backward, optimiser step."""
         run, part = self.run, self.run.part
-        w = self.cfg.warmup if self.cfg.warmup is not None else self.method.default_warmup(self.device)
-        n = int(w * total) if not run.dataset_mode or self.cfg.warmup is not None else 0
+        n = int(self.cfg.warmup * total)
         if stage.lr_at is not None or n:
             lr = stage.lr_at(t, total) if stage.lr_at is not None else None
             lr = stage.lr if lr is None else lr
@@ -1221,8 +1211,8 @@ def build(method_cls: type[Method], config: FitConfig | None = None, *, in_ch: i
     method = method_cls(cfg)
     if cfg.init not in method.inits:
         raise ValueError(f"init must be one of {method.inits}, got {cfg.init!r}")
-    if cfg.warmup is not None and not 0.0 <= float(cfg.warmup) < 1.0:
-        raise ValueError(f"warmup must be a fraction in [0, 1) (or None: the method's default), got {cfg.warmup!r}")
+    if isinstance(cfg.warmup, bool) or not 0.0 <= float(cfg.warmup) < 1.0:
+        raise ValueError(f"warmup must be a fraction in [0, 1), got {cfg.warmup!r}")
     if cfg.tta is not None and (isinstance(cfg.tta, bool) or cfg.tta not in TTA_COUNTS):
         raise ValueError(f"tta must be one of {TTA_COUNTS} (or None: the method's default), got {cfg.tta!r}")
     method.check()

@@ -150,7 +150,7 @@ class P2N(Method):
 
         return UNetN2N(in_ch)
 
-    def load_init(self, model: torch.nn.Module, part: str = "model", in_ch: int | None = None) -> bool:
+    def load_init(self, model: torch.nn.Module, part: str, in_ch: int) -> bool:
         if not self.pretrained():
             return super().load_init(model, part, in_ch)
         path = self.start_weights(model.in_ch)
