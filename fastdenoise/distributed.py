@@ -74,9 +74,12 @@ def barrier() -> None:
 
 
 def finish() -> None:
-    """Leave the process group (if joined)."""
+    """Leave the process group (if joined), after a barrier: a rank that tears gloo down while a peer is
+    still writing its checkpoint or finishing a collective can abort the peer (``terminate called without an
+    active exception``)."""
     dist = torch.distributed
     if dist.is_available() and dist.is_initialized():
+        dist.barrier()
         dist.destroy_process_group()
 
 
