@@ -31,7 +31,7 @@ Either stage runs alone: ``stages="apr"`` (BSN only, RD off), ``stages="rd"`` (d
 Single-image [DECISION] (METHODS 4.8; no official zero-shot recipe): random crops of the one image with a
 random dihedral transform each, capped iterations, RD optional. Defaults (``iters``/``crop``/``batch``
 None): CUDA 3000 APR iterations on 8 x 128^2 crops, then 1500 RD iterations; CPU 150 APR iterations
-on 2 x 48^2 crops, then 75 RD iterations (the 4-branch BSN costs about 4 U-Net passes per forward, so
+on 2 x 64^2 crops, then 75 RD iterations (the 4-branch BSN costs about 4 U-Net passes per forward, so
 this is already several minutes per image on two cores; it is far from converged: pass ``iters`` for
 quality). On the CPU the result is the mean over the 8 dihedral transforms (``tta=8``).
 
@@ -41,7 +41,17 @@ dataset-mode iterations on 2x48^2 noisy crops, 31 min on one core; the default w
 (tta 8: 22.39), after the default 150 + 75 iterations 21.96 dB (tta 8: 22.78; coffee 23.84 without tta); a
 30 % learning-rate warm-up changes it by +0.09 dB. From scratch the same budget ends below the noisy
 input (-1.9 dB on an RGB photo). The start has seen about 7 million pixels: APR-RD needs a far longer
-pretraining (a GPU) to reach its paper's numbers. ``rd_iters`` None = half the APR
+pretraining (a GPU) to reach its paper's numbers. Crops of 64 instead of 48 (the BSN zero-pads a 48 crop to
+64, so the cost is the same): 23.51 dB against 22.79 dB in the same run (2 threads, 158-159 s each: the APR-RD
+CPU default is over the 90-second target).
+
+Measured 2026-12-02 (session 7), why the BSN alone is poor: its receptive field is one-sided (each branch sees
+only rows "above" it, up to the whole image through 5 shifted pools), so a BSN trained on 64^2 crops has seen
+mostly zero padding in that far context and does not transfer to a larger image. The shipped BSN at s=1 gives
+14.15 dB on the whole 256^2 astronaut crop, but 17.53 dB run on 64^2 tiles and 21.18 dB on 32^2 tiles; after
+100 single-image iterations on 64^2 crops, 10.3 dB whole against 21.2 dB on 64^2 tiles. The student (a plain
+U-Net trained on crops of the teachers) is not affected, which is why RD's student is the default output.
+Next: BSN inference (and RD teachers) on tiles of the training crop size, or much larger training crops. ``rd_iters`` None = half the APR
 iterations (the APR paper's 200k/400k ratio). Per-step estimates are crops, so the engine's output EMA
 and PSNR log are not used (the step returns no estimate).
 """
@@ -60,7 +70,7 @@ from fastdenoise.methods.engine import CropTraining
 from fastdenoise.methods.engine import method_api
 
 CUDA_ITERS, CPU_ITERS = 3000, 150
-CUDA_CROP, CPU_CROP = 128, 48
+CUDA_CROP, CPU_CROP = 128, 64   # CPU 64: a 48 crop is zero-padded to 64 anyway (same cost)
 CUDA_BATCH, CPU_BATCH = 8, 2
 STAGES = ("apr", "rd", "apr+rd")
 
@@ -77,7 +87,7 @@ class APRConfig(FitConfig):
         s_infer: shift used when the BSN denoises (1: single-pixel blind spot).
         grad_through_reg: gradient also through f(y) (official code) instead of the paper's stop-grad.
         schedule: ``"cosine"`` (to 0 over each stage) or ``"constant"``.
-        crop, batch: training crops (None: 128/8 on CUDA, 48/2 on the CPU).
+        crop, batch: training crops (None: 128/8 on CUDA, 64/2 on the CPU).
         augment: random dihedral transform per crop.
         stages: ``"apr+rd"``, ``"apr"`` (no distillation) or ``"rd"`` (distil the BSN of ``weights``).
         rd_iters: RD iterations (None: half the APR iterations).
