@@ -51,9 +51,10 @@ mostly zero padding in that far context and does not transfer to a larger image.
 14.15 dB on the whole 256^2 astronaut crop, but 17.53 dB run on 64^2 tiles and 21.18 dB on 32^2 tiles; after
 100 single-image iterations on 64^2 crops, 10.3 dB whole against 21.2 dB on 64^2 tiles. The student (a plain
 U-Net trained on crops of the teachers) is not affected, which is why RD's student is the default output.
-Next: BSN inference (and RD teachers) on tiles of the training crop size, or much larger training crops. ``rd_iters`` None = half the APR
-iterations (the APR paper's 200k/400k ratio). Per-step estimates are crops, so the engine's output EMA
-and PSNR log are not used (the step returns no estimate).
+Next: BSN inference (and RD teachers) on tiles of the training crop size, or much larger training crops.
+
+``rd_iters`` None = half the APR iterations (the APR paper's 200k/400k ratio). Per-step estimates are
+crops, so the engine's output EMA and PSNR log are not used (the step returns no estimate).
 """
 from __future__ import annotations
 
