@@ -138,13 +138,16 @@ def tile_starts(n: int, tile: int, overlap: int) -> list[int]:
 
 
 def tiled(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, tile: int, overlap: int, *,
-          progress: bool = False, desc: str = "tiles") -> torch.Tensor:
+          progress: bool = False, desc: str = "tiles", chunk: int = 1) -> torch.Tensor:
     """``fn`` applied to overlapping ``tile`` x ``tile`` windows of ``x`` (B, C, H, W), blended.
 
     ``fn`` maps a (B, C, h, w) window to a (B, C', h, w) result (float). Windows overlap by at least
     ``overlap`` pixels; each result is weighted by the outer product of raised-cosine windows (no fall-off at
     the image border) and the sum is divided by the summed weights. Memory: the output and one weight plane,
     plus whatever ``fn`` needs for one window.
+
+    ``chunk`` > 1 stacks up to that many windows on the batch axis per ``fn`` call (every window has the same
+    size, so small tiles do not cost one call each); ``fn`` must then treat batch entries independently.
     """
     b, _, h, w = x.shape
     ys, xs = tile_starts(h, tile, overlap), tile_starts(w, tile, overlap)
@@ -154,6 +157,8 @@ def tiled(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, tile: int
         from tqdm.auto import tqdm
 
         bar = tqdm(total=len(ys) * len(xs), desc=desc, dynamic_ncols=True)
+    if chunk > 1:
+        return _tiled_chunks(fn, x, tile, ys, xs, int(chunk), bar)
     for i, y0 in enumerate(ys):
         th = min(tile, h)
         # the overlap with the previous/next tile (the last tile can overlap more than ``overlap``)
@@ -175,6 +180,41 @@ def tiled(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, tile: int
             del r
             if bar is not None:
                 bar.update(1)
+    if bar is not None:
+        bar.close()
+    return out.div_(wsum)
+
+
+def _weights(starts: list[int], side: int, device) -> list[torch.Tensor]:
+    """The blending window of each tile of ``side`` starting at ``starts`` (see :func:`window`)."""
+    out = []
+    for i, a in enumerate(starts):
+        prev = starts[i - 1] + side - a if i else 0
+        nxt = a + side - starts[i + 1] if i < len(starts) - 1 else 0
+        out.append(window(side, prev, nxt, device))
+    return out
+
+
+def _tiled_chunks(fn, x: torch.Tensor, tile: int, ys: list[int], xs: list[int], chunk: int, bar) -> torch.Tensor:
+    """:func:`tiled` with up to ``chunk`` windows per ``fn`` call, stacked on the batch axis."""
+    b, _, h, w = x.shape
+    th, tw = min(tile, h), min(tile, w)
+    wys, wxs = _weights(ys, th, x.device), _weights(xs, tw, x.device)
+    spots = [(i, j) for i in range(len(ys)) for j in range(len(xs))]
+    out = wsum = None
+    for k in range(0, len(spots), chunk):
+        part = spots[k:k + chunk]
+        r = fn(torch.cat([x[:, :, ys[i]:ys[i] + th, xs[j]:xs[j] + tw] for i, j in part], 0)).float()
+        if out is None:
+            out = torch.zeros(b, r.shape[1], h, w, dtype=torch.float32, device=r.device)
+            wsum = torch.zeros(h, w, dtype=torch.float32, device=r.device)
+        for n, (i, j) in enumerate(part):
+            wt = wys[i].to(r.device)[:, None] * wxs[j].to(r.device)[None, :]
+            out[:, :, ys[i]:ys[i] + th, xs[j]:xs[j] + tw].addcmul_(r[n * b:(n + 1) * b], wt)
+            wsum[ys[i]:ys[i] + th, xs[j]:xs[j] + tw].add_(wt)
+        del r
+        if bar is not None:
+            bar.update(len(part))
     if bar is not None:
         bar.close()
     return out.div_(wsum)

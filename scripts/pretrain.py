@@ -133,6 +133,8 @@ def main(argv=None) -> int:
         kw["time_budget"] = 60.0 * a.minutes
     if a.lr:
         kw["lr"] = a.lr
+    if a.method == "apr":
+        kw["stages"] = "apr+rd"     # the start holds both networks (the CPU single-image default is "apr")
     tr = get_builder(a.method)(in_ch=a.channels, **kw)
     crop, batch = tr.method.dataset_crops(tr.device, a.crop, a.batch)
     clean = training_images(a.channels, a.seed, a.dead_leaves)

@@ -21,7 +21,8 @@ TINY = {
     "p2n": {"init": "scratch", "iters": 2},
     "nb2nb": {"init": "scratch", "iters": 2},
     "noise2same": {"init": "scratch", "iters": 2, "base": 8, "crop": 16, "batch": 2},
-    "apr": {"init": "scratch", "iters": 1, "rd_iters": 1, "base": 8, "head": 16, "crop": 32, "batch": 1},
+    "apr": {"init": "scratch", "iters": 1, "rd_iters": 1, "base": 8, "head": 16, "crop": 32, "batch": 1,
+            "stages": "apr+rd"},
     "blind2grad": {"init": "scratch", "iters": 2, "base": 8, "n_masks": 2, "n_samples": 2, "infer_batch": 2},
     "zsn2n": {"init": "scratch", "iters": 3},
 }

@@ -11,7 +11,7 @@ from fastdenoise.stacks import denoise_stack
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 TINY = {"p2n": {}, "nb2nb": {}, "zsn2n": {}, "noise2same": {"crop": 16, "batch": 1, "base": 8},
-        "apr": {"crop": 16, "batch": 1, "rd_iters": 1, "base": 8, "head": 8},
+        "apr": {"crop": 16, "batch": 1, "rd_iters": 1, "base": 8, "head": 8, "stages": "apr+rd"},
         "blind2grad": {"n_samples": 1, "base": 8}}
 
 

@@ -35,6 +35,27 @@ def test_tile_starts_cover_and_windows_sum_to_one():
     torch.testing.assert_close(w[-32:] + w[:32], torch.ones(32))   # fall of one tile + rise of the next
 
 
+
+def test_chunked_tiles_equal_one_by_one():
+    """chunk > 1 stacks windows on the batch axis: the same blend as one call per window, fewer calls."""
+    g = torch.Generator().manual_seed(3)
+    x = torch.rand(2, 3, 70, 53, generator=g)
+    conv = torch.nn.Conv2d(3, 4, 3, padding=1)
+    calls = []
+
+    def fn(t):
+        calls.append(t.shape[0])
+        return conv(t) * (1 + t.mean(dim=(1, 2, 3), keepdim=True))   # per-entry, tile-dependent
+    with torch.no_grad():
+        one = tiling.tiled(fn, x, 32, 16)
+        n_one = len(calls)
+        calls.clear()
+        many = tiling.tiled(fn, x, 32, 16, chunk=5)
+    torch.testing.assert_close(many, one)
+    assert len(calls) == math.ceil(n_one / 5) and calls[0] == 5 * x.shape[0]
+    with torch.no_grad():
+        torch.testing.assert_close(tiling.tiled(fn, x[:, :, :20, :20], 32, 16, chunk=4), fn(x[:, :, :20, :20]))
+
 def test_blend_has_no_seams():
     """A per-tile constant offset (the worst case of a network's tile-dependence) blends into a smooth ramp:
     neighbouring pixels differ by at most about pi/2 * step / overlap, not by the whole step."""

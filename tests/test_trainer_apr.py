@@ -19,6 +19,8 @@ def test_cosine_lr_and_config():
     assert apr.cosine_lr(3e-4, 0, 10) == 3e-4 and apr.cosine_lr(3e-4, 10, 10) == 0.0
     assert abs(apr.cosine_lr(3e-4, 5, 10) - 1.5e-4) < 1e-12
     cfg = apr.APRConfig()
+    assert cfg.stages is None                       # the device's default:
+    assert apr.build(**TINY).cfg.stages == "apr"    # the BSN alone on the CPU (module docstring)
     assert (cfg.lr, cfg.lam, cfg.s_train, cfg.s_infer, cfg.grad_through_reg) == (3e-4, 4.0, 5, 1, False)
     assert cfg.rd_shifts == (0, 1, 2, 3, 4, 5) and cfg.student == "1.00M" and cfg.student_init == "fresh"
     with pytest.raises(ValueError):
@@ -42,7 +44,7 @@ def test_single_image_apr_only_and_reinit():
 
 def test_reference_matches_fused_both_stages():
     _, y = _y(2)
-    kw = dict(iters=2, rd_iters=2, **TINY)
+    kw = dict(iters=2, rd_iters=2, stages="apr+rd", **TINY)
     fused = apr.fit(y, **kw)
     ref = apr.fit(y, reference=True, **kw)
     assert len(fused.losses) == 4 and fused.iters == 4
@@ -85,7 +87,7 @@ def test_rd_alone_from_weights_and_bsn_init(tmp_path):
 
 def test_dataset_mode_both_stages():
     imgs = [_y(s, (1, 3, 40, 48))[1][0] for s in range(2)] + [torch.rand(3, 20, 24)]
-    tr = apr.train(imgs, iters=2, rd_iters=1, **TINY)
+    tr = apr.train(imgs, iters=2, rd_iters=1, stages="apr+rd", **TINY)
     assert tr.run.done == ["apr", "rd"] and len(tr.run.losses) == 3 and tr.run.t == 1
     assert tr.denoise(imgs[0]).shape == (1, 3, 40, 48)
     assert tr.denoise(imgs[0], use_student=False).shape == (1, 3, 40, 48)
@@ -97,6 +99,32 @@ def test_denoise_api():
 
     assert "apr" in available()
     _, y = _y(6)
-    out, info = api.denoise(y[0], method="apr", iters=1, rd_iters=1, return_info=True, **TINY)
+    out, info = api.denoise(y[0], method="apr", iters=1, rd_iters=1, stages="apr+rd", return_info=True,
+                           **TINY)
     api.clear_cache()
     assert out.shape == y[0].shape and info["iters"] == 2
+
+
+def test_bsn_tiles_inference_and_teachers():
+    """bsn_tile: the BSN's output (and the RD teachers) come from blended tiles; 0 = the whole input."""
+    from fastdenoise.tiling import tiled
+
+    g = torch.Generator().manual_seed(5)
+    y = torch.rand(1, 3, 48, 40, generator=g)
+    tr = apr.build(iters=0, stages="apr", tta=1, bsn_tile=16, init="scratch", **TINY)
+    out = tr.fit(y).output
+    m = tr.run.parts["bsn"].model
+    with torch.no_grad():
+        want = tiled(lambda t: m(t, s=1), y, 16, 8)          # one window per call: the same blend
+        whole = m(y, s=1)
+        torch.testing.assert_close(out, want)
+        assert (out - whole).abs().max() > 1e-4             # the tiles are not the whole-image pass
+        # teachers through the same tiling: (J, B, C, H, W), each equal to the tiled pass at that shift
+        got = tr.method.bsn_tiled(lambda t: torch.cat(m.teachers(t, (0, 2)), 1), y).unflatten(1, (2, 3))
+        torch.testing.assert_close(got[:, 1], tiled(lambda t: m(t, s=2), y, 16, 8))
+    tr0 = apr.build(iters=0, stages="apr", tta=1, bsn_tile=0, init="scratch", **TINY)
+    with torch.no_grad():
+        torch.testing.assert_close(tr0.fit(y).output, tr0.run.parts["bsn"].model(y, s=1))
+    for bad in (-1, 4):
+        with pytest.raises(ValueError, match="bsn_tile"):
+            apr.build(bsn_tile=bad, **TINY)

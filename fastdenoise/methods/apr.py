@@ -26,32 +26,35 @@ Both stages: Adam, lr 3e-4, cosine decay to 0 over the stage's iterations (the e
 rate from the iteration index, so resumed runs follow the same curve; ``schedule="constant"`` disables it).
 
 Either stage runs alone: ``stages="apr"`` (BSN only, RD off), ``stages="rd"`` (distil a BSN given by
-``weights``), ``stages="apr+rd"`` (default).
+``weights``), ``stages="apr+rd"``; None (default): ``"apr+rd"`` on CUDA, ``"apr"`` on the CPU.
+
+The BSN denoises in overlapping, blended tiles of its training crop (``bsn_tile``: 32^2 on the CPU; half a
+tile of overlap, the windows stacked on the batch axis), and the RD teachers come from the same tiles. Its
+receptive field is one-sided (each branch sees only the rows "above" it, up to the whole image through 5
+shifted pools), so a BSN trained on small crops has seen mostly zero padding in that far context and does not
+transfer to a larger input.
+Measured 2026-12-02 (sessions 7-8) on astronaut 256x256, Gaussian sigma 25 (noisy 20.83 dB), seed 0, 2 threads,
+with the former start (48^2 crops): whole image 14.15 dB; tiles of 16 / 24 / 32 / 40 (overlap a quarter) 23.50 /
+23.59 / 23.54 / 24.08 dB, 32 with overlap 16 / 24 23.73 / 23.75 dB, 48 22.27, 64 18.09, 96 16.01 dB.
 
 Single-image [DECISION] (METHODS 4.8; no official zero-shot recipe): random crops of the one image with a
-random dihedral transform each, capped iterations, RD optional. Defaults (``iters``/``crop``/``batch``
-None): CUDA 3000 APR iterations on 8 x 128^2 crops, then 1500 RD iterations; CPU 150 APR iterations
-on 2 x 64^2 crops, then 75 RD iterations (the 4-branch BSN costs about 4 U-Net passes per forward, so
-this is already several minutes per image on two cores; it is far from converged: pass ``iters`` for
-quality). On the CPU the result is the mean over the 8 dihedral transforms (``tta=8``).
+random dihedral transform each, capped iterations, RD optional. Defaults (``iters``/``crop``/``batch``/
+``stages`` None): CUDA 3000 APR iterations on 8 x 128^2 crops, then 1500 RD iterations (the paper's two
+stages); CPU 120 APR iterations on 8 x 32^2 crops and the BSN's output (no RD): on two cores the student does
+not catch up with its teachers within the 90-second budget.
 
-CPU, from the shipped start (``fastdenoise/weights/apr_start.pt``: BSN and student, 1489 APR + 744 RD
-dataset-mode iterations on 2x48^2 noisy crops, 31 min on one core; the default whenever it fits), measured
-2026-12-02 on astronaut 256x256, Gaussian sigma 25 (20.83 dB), seed 0: the student start alone 21.41 dB
-(tta 8: 22.39), after the default 150 + 75 iterations 21.96 dB (tta 8: 22.78; coffee 23.84 without tta); a
-30 % learning-rate warm-up changes it by +0.09 dB. From scratch the same budget ends below the noisy
-input (-1.9 dB on an RGB photo). The start has seen about 7 million pixels: APR-RD needs a far longer
-pretraining (a GPU) to reach its paper's numbers. Crops of 64 instead of 48 (the BSN zero-pads a 48 crop to
-64, so the cost is the same): 23.51 dB against 22.79 dB in the same run (2 threads, 158-159 s each: the APR-RD
-CPU default is over the 90-second target).
-
-Measured 2026-12-02 (session 7), why the BSN alone is poor: its receptive field is one-sided (each branch sees
-only rows "above" it, up to the whole image through 5 shifted pools), so a BSN trained on 64^2 crops has seen
-mostly zero padding in that far context and does not transfer to a larger image. The shipped BSN at s=1 gives
-14.15 dB on the whole 256^2 astronaut crop, but 17.53 dB run on 64^2 tiles and 21.18 dB on 32^2 tiles; after
-100 single-image iterations on 64^2 crops, 10.3 dB whole against 21.2 dB on 64^2 tiles. The student (a plain
-U-Net trained on crops of the teachers) is not affected, which is why RD's student is the default output.
-Next: BSN inference (and RD teachers) on tiles of the training crop size, or much larger training crops.
+CPU, from the shipped start (``fastdenoise/weights/apr_start.pt``, the default whenever it fits: the former
+start, 1489 APR + 744 RD iterations on 2x48^2 crops, then 3412 APR + 1706 RD iterations on 8x32^2 crops,
+``scripts/pretrain_apr.session8.log``, 62 min in all on 1-2 cores), same setting: the BSN start alone (``iters=0``,
+4 s) 24.55 dB (+3.72; coffee 26.13, +5.06), 60 iterations 24.71 (coffee 26.54), 120 iterations 24.86 dB (56 s;
+with ``tta=8`` 24.96 dB, 78 s; 150 iterations 24.81 dB, 69 s). The default (120 iterations, 53-57 s):
+astronaut 24.86 (+4.03), coffee 26.77 (+5.70), chelsea 27.22 dB (+6.94); astronaut at sigma 50 23.47 (+8.04),
+Poisson lambda 30 24.50 dB (+5.61). The former default (150 APR + 75 RD iterations on 2x64^2 crops, tta 8) gave
+23.51 dB in 158 s. The student start alone 23.99 dB (tta 8), after 100 RD
+iterations 24.03 dB (30 s): RD on the CPU does not beat its BSN. Single-image APR fine-tuning of the former
+start did not help on 32^2 tiles (150 iterations: lr 1e-3 22.60, lr 3e-4 22.53 against 23.54 dB for the start);
+from scratch the former CPU budget ended below the noisy input (-1.9 dB on an RGB photo). The start has seen
+about 50 million pixels: APR-RD needs a far longer pretraining (a GPU) to reach its paper's numbers.
 
 ``rd_iters`` None = half the APR iterations (the APR paper's 200k/400k ratio). Per-step estimates are
 crops, so the engine's output EMA and PSNR log are not used (the step returns no estimate).
@@ -70,9 +73,10 @@ from fastdenoise.methods.engine import cosine_lr
 from fastdenoise.methods.engine import CropTraining
 from fastdenoise.methods.engine import method_api
 
-CUDA_ITERS, CPU_ITERS = 3000, 150
-CUDA_CROP, CPU_CROP = 128, 64   # CPU 64: a 48 crop is zero-padded to 64 anyway (same cost)
-CUDA_BATCH, CPU_BATCH = 8, 2
+CUDA_ITERS, CPU_ITERS = 3000, 120
+CUDA_CROP, CPU_CROP = 128, 32   # CPU: the BSN start is trained on, and denoises in, 32^2 tiles
+CUDA_BATCH, CPU_BATCH = 8, 8
+CUDA_STAGES, CPU_STAGES = "apr+rd", "apr"   # CPU: the BSN (on tiles) beats the student within 90 s
 STAGES = ("apr", "rd", "apr+rd")
 
 __all__ = ["APRConfig", "APR", "build", "fit", "train", "distill", "cosine_lr"]
@@ -86,11 +90,17 @@ class APRConfig(FitConfig):
         lam: APR regulariser weight (4, constant).
         s_train: blind-spot shift of the BSN in training (5: 9x9 hole).
         s_infer: shift used when the BSN denoises (1: single-pixel blind spot).
+        bsn_tile: the BSN denoises (its own output, and the RD teachers) in overlapping, blended tiles of
+            this side (None: the training ``crop``, 32 on the CPU; overlap half a tile); 0 = the whole
+            input. The BSN's one-sided receptive field spans a whole image, and one trained on small crops
+            does not transfer to larger inputs (module docstring): 32^2 tiles give 23.54 dB where the whole
+            256^2 image gives 14.15 dB.
         grad_through_reg: gradient also through f(y) (official code) instead of the paper's stop-grad.
         schedule: ``"cosine"`` (to 0 over each stage) or ``"constant"``.
         crop, batch: training crops (None: 128/8 on CUDA, 64/2 on the CPU).
         augment: random dihedral transform per crop.
-        stages: ``"apr+rd"``, ``"apr"`` (no distillation) or ``"rd"`` (distil the BSN of ``weights``).
+        stages: ``"apr+rd"``, ``"apr"`` (no distillation) or ``"rd"`` (distil the BSN of ``weights``);
+            None: ``"apr+rd"`` on CUDA, ``"apr"`` on the CPU (module docstring).
         rd_iters: RD iterations (None: half the APR iterations).
         rd_lr: RD learning rate.
         rd_shifts: teacher shifts (0..5, J=6).
@@ -107,12 +117,13 @@ class APRConfig(FitConfig):
     lam: float = 4.0
     s_train: int = 5
     s_infer: int = 1
+    bsn_tile: int | None = None
     grad_through_reg: bool = False
     schedule: str = "cosine"
     crop: int | None = None
     batch: int | None = None
     augment: bool = True
-    stages: str = "apr+rd"
+    stages: str | None = None
     rd_iters: int | None = None
     rd_lr: float = 3e-4
     rd_shifts: tuple = (0, 1, 2, 3, 4, 5)
@@ -134,7 +145,10 @@ class APR(CropTraining, Method):
     def resolve(self, cfg: APRConfig, device: torch.device) -> APRConfig:
         cuda = device.type == "cuda"
         return cfg.replace(crop=cfg.crop or (CUDA_CROP if cuda else CPU_CROP),
-                           batch=cfg.batch or (CUDA_BATCH if cuda else CPU_BATCH))
+                           batch=cfg.batch or (CUDA_BATCH if cuda else CPU_BATCH),
+                           stages=cfg.stages or (CUDA_STAGES if cuda else CPU_STAGES),
+                           bsn_tile=cfg.crop or (CUDA_CROP if cuda else CPU_CROP) if cfg.bsn_tile is None
+                           else cfg.bsn_tile)
 
     def check(self) -> None:
         c = self.cfg
@@ -148,12 +162,14 @@ class APR(CropTraining, Method):
             raise ValueError(f"s_train must be >= 1 (s=0 is not blind), got {c.s_train}")
         if len(c.rd_shifts) < 1:
             raise ValueError("rd_shifts must not be empty")
+        if c.bsn_tile is None or c.bsn_tile < 0 or (0 < c.bsn_tile < 8):
+            raise ValueError(f"bsn_tile must be 0 (whole input) or a tile side >= 8, got {c.bsn_tile!r}")
 
     def default_iters(self, device: torch.device) -> int:
         return CUDA_ITERS if device.type == "cuda" else CPU_ITERS
 
     def default_tta(self, device: torch.device) -> int:
-        return 1 if device.type == "cuda" else 8      # CPU: 8-transform self-ensemble (module docstring)
+        return 1      # CPU too: the 4-branch BSN gains 0.1 dB from 8 transforms, for 22 s (module docstring)
 
     def parts(self) -> tuple[str, ...]:
         return ("bsn", "student")
@@ -225,8 +241,11 @@ class APR(CropTraining, Method):
         c = self.cfg
         # 1. teachers T_s = BSN_s(y), s in rd_shifts, from one trunk pass, no gradient (the BSN has no
         #    train/eval-dependent layers)
+        #    (in bsn_tile tiles, as the BSN denoises)
+        bsn, j = run.parts["bsn"].model, len(c.rd_shifts)
         with torch.no_grad(), run.autocast():
-            teachers = torch.stack([o.float() for o in run.parts["bsn"].model.teachers(y, c.rd_shifts)])
+            both = self.bsn_tiled(lambda t: torch.cat([o.float() for o in bsn.teachers(t, c.rd_shifts)], 1), y)
+        teachers = both.unflatten(1, (j, y.shape[1])).transpose(0, 1).contiguous()   # (J, B, C, H, W)
         # 2. student fD(y)
         out = run.net(y).float()
         # 3. L = sum_j mean|fD(y) - recharge_j| (fused recharge + multi-target L1)
@@ -238,14 +257,26 @@ class APR(CropTraining, Method):
             use_student = "rd" in run.done
         if use_student:
             return run.forward(x, "student")
-        return run.forward(x, "bsn", s=self.cfg.s_infer)
+        return self.bsn_tiled(lambda t: run.forward(t, "bsn", s=self.cfg.s_infer), x)
+
+    def bsn_tiled(self, fn, x: torch.Tensor) -> torch.Tensor:
+        """``fn`` (a BSN pass) over overlapping ``bsn_tile`` tiles of ``x``, blended (the whole ``x`` when
+        ``bsn_tile`` is 0 or ``x`` fits in one tile)."""
+        from fastdenoise.tiling import tiled
+
+        side = int(self.cfg.bsn_tile)
+        if side <= 0 or (x.shape[-2] <= side and x.shape[-1] <= side):
+            return fn(x)
+        # windows stacked on the batch axis, about 2^16 pixels per call on the CPU, 2^20 on CUDA
+        px = (1 << 20 if x.device.type == "cuda" else 1 << 16) // max(1, x.shape[0])
+        return tiled(fn, x, side, side // 2, chunk=max(1, px // (side * side)))
 
 
 def build(config: APRConfig | None = None, *, in_ch: int = 3, model: torch.nn.Module | None = None,
           student: torch.nn.Module | None = None, **overrides):
     """An APR-RD trainer: a fresh AT-BSN (or ``model``; ``weights`` loads a trained one) and the RD student
     (fresh, or ``student``), both seeded by the config's seed."""
-    stages = overrides.get("stages", (config or APRConfig()).stages)
+    stages = overrides.get("stages", (config or APRConfig()).stages)   # None: the device's default
     weights = overrides.get("weights", (config or APRConfig()).weights)
     if stages == "rd" and not weights and model is None:
         raise ValueError("stages='rd' distils a trained BSN: pass weights=... (or model=)")
