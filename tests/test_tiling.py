@@ -35,6 +35,19 @@ def test_tile_starts_cover_and_windows_sum_to_one():
     torch.testing.assert_close(w[-32:] + w[:32], torch.ones(32))   # fall of one tile + rise of the next
 
 
+def test_overlap_capped_at_half_a_tile():
+    """A tile no wider than the overlap (tile=64 at the trainers' default overlap of 64) steps half a tile,
+    not one pixel: 3x3 windows for 128x128, where an uncapped step of 1 made 65x65 (the Blind2Grad ensemble
+    then ran 4225 times)."""
+    for n, tile, ov in ((128, 64, 64), (128, 32, 64), (100, 33, 40)):
+        starts = tiling.tile_starts(n, tile, ov)
+        assert len(starts) <= math.ceil(2 * n / tile) and starts[-1] + tile == n
+        assert min(b - a for a, b in zip(starts, starts[1:])) >= tile - tile // 2 - 1
+    calls = []
+    x = torch.rand(1, 3, 128, 128)
+    torch.testing.assert_close(tiling.tiled(lambda t: calls.append(1) or t + 1, x, 64, 64), x + 1)
+    assert len(calls) == 9
+
 
 def test_chunked_tiles_equal_one_by_one():
     """chunk > 1 stacks windows on the batch axis: the same blend as one call per window, fewer calls."""
