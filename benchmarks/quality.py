@@ -1,13 +1,14 @@
 """The quality table: every method in single-image mode, fused path vs reference configuration.
 
-`python -m benchmarks.quality` (GPU: the full table): 256x256 centre crops of astronaut, chelsea and
-coffee plus camera (grayscale); Gaussian sigma 25 and 50 and Poisson lambda 30; every method with its
-default iterations, fused and reference configuration with the same seeds; noisy input and BM3D (if
-the optional `bm3d` package is installed) as rows. Writes benchmarks/quality.md (markdown) and
-benchmarks/results/quality-<device>.json.
+`python -m benchmarks.quality` (`make quality`; about 2 h on 2 CPU threads): 256x256 centre crops of
+astronaut, chelsea and coffee plus camera (grayscale); Gaussian sigma 25 and 50, Poisson lambda 30 and
+spatially correlated Gaussian sigma 25; every method with its default iterations for the device, fused and
+reference configuration with the same seeds; noisy input and BM3D (if the optional `bm3d` package is
+installed) as rows. Writes benchmarks/quality.md (markdown) and benchmarks/results/quality-<device>.json.
 
-`--cpu-reduced`: the same protocol on fewer images, one noise level and smaller crops (2-core CPU
-budget); the table says so.
+`--resume` keeps the rows of an interrupted run (benchmarks/results/quality-<device>.partial.jsonl);
+`--partial` only writes the table of those rows, marked partial, computing nothing.
+`--cpu-reduced`: the same protocol on one image, one noise level and a 128x128 crop; the table says so.
 """
 from __future__ import annotations
 
@@ -53,6 +54,8 @@ def main(argv=None) -> int:
     ap.add_argument("--resume", action="store_true",
                     help="keep the rows already in results/<out>-<device>.partial.jsonl (each row is appended "
                          "there as soon as it exists), compute the rest")
+    ap.add_argument("--partial", action="store_true",
+                    help="write the table of the rows in the partial file only (marked partial), compute nothing")
     ap.add_argument("--out", default=os.path.join(HERE, "quality.md"))
     argv = sys.argv[1:] if argv is None else list(argv)
     a = ap.parse_args(argv)
@@ -65,7 +68,9 @@ def main(argv=None) -> int:
     os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
     partial = os.path.join(HERE, "results", f"{stem}-{slug}.partial.jsonl")
     done = []
-    if a.resume and os.path.exists(partial):
+    if a.partial and not os.path.exists(partial):
+        ap.error(f"--partial: no partial rows at {partial}")
+    if (a.resume or a.partial) and os.path.exists(partial):
         with open(partial) as f:
             done = [Row(**{k: v for k, v in json.loads(line).items() if k != "delta"}) for line in f if line.strip()]
         print(f"resuming: {len(done)} rows from {partial}", flush=True)
@@ -78,12 +83,18 @@ def main(argv=None) -> int:
 
     images, rows = split(a.images), []
     ref_images = set(split(a.reference_images)) if a.reference_images else set(images)
-    for im in images:     # one image at a time: the reference runs only where asked
+    for im in ([] if a.partial else images):     # one image at a time: the reference runs only where asked
         rows += evaluate([im], split(a.noise), split(a.methods), crop=a.crop, device=a.device, init=a.init,
                          reference=not a.no_reference and im in ref_images, done=done, on_row=keep)
     scope = ("REDUCED CPU table (astronaut only, Gaussian sigma 25, 128x128 centre crop; the full table needs "
              "a GPU: `make gpu-quality`)" if a.cpu_reduced else
              f"{a.crop}x{a.crop} centre crops of {a.images.replace(',', ', ')}; noise {a.noise.replace(',', ', ')}")
+    if a.partial:
+        rows = done
+        total = len(images) * len(split(a.noise)) * (len(split(a.methods)) + 2)   # + noisy, BM3D
+        scope = (f"**PARTIAL** ({len(rows)} of about {total} rows so far; the run continues with `--resume`): "
+                 + scope)
+        argv = [v for v in argv if v != "--partial"] + ([] if "--resume" in argv else ["--resume"])
     command = " ".join(["python -m benchmarks.quality", *map(shlex.quote, argv)])
     text = (f"# Quality table\n\n{scope}. Device: {env['device']}; torch {env['torch']}; {env['date']}.\n"
             f"Command: `{command}`. Networks from {'the shipped starts' if a.init == 'start' else 'random weights'}. "
