@@ -130,7 +130,7 @@ def tile_side(per_pixel: float, limit: float, overlap: int, multiple: int = 32) 
 def tile_starts(n: int, tile: int, overlap: int) -> list[int]:
     """Start offsets of tiles of ``tile`` covering [0, n) with at least ``overlap`` shared (the last tile
     ends at n). The overlap is capped at half a tile: a tile no wider than the overlap would otherwise step
-    one pixel at a time (a 64-pixel tile at the default 64-pixel overlap: 4096 tiles for 128x128)."""
+    one pixel at a time (a 64-pixel tile at the default 64-pixel overlap: 65x65 = 4225 tiles for 128x128)."""
     if tile >= n:
         return [0]
     step = max(1, tile - min(int(overlap), tile // 2))
