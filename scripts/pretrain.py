@@ -82,6 +82,17 @@ def noisy_sampler(clean, crop: int, batch: int, seed: int, mix: tuple[float, flo
     return sampler
 
 
+def init_gray_from_rgb(tr, path: str) -> None:
+    """Load every network of the RGB start ``path`` into the grayscale trainer ``tr`` (``--init rgb``)."""
+    from fastdenoise.methods.engine import load_state
+    from fastdenoise.methods.engine import rgb_state_to_gray
+
+    for name, part in tr.parts.items():
+        have = part.model.state_dict()
+        part.model.load_state_dict(rgb_state_to_gray(load_state(path, name), have))
+        tr.method.init_from[name] = path
+
+
 def held_out(channels: int, sigma: float = 25.0):
     from fastdenoise.io import load_sample
     from fastdenoise.io import to_tensor
@@ -115,8 +126,10 @@ def main(argv=None) -> int:
     ap.add_argument("--checkpoint-every", type=int, default=100)
     ap.add_argument("--log-every", type=int, default=100)
     ap.add_argument("--resume", action="store_true", help="continue from OUT.ckpt")
-    ap.add_argument("--init", choices=("scratch", "start"), default="scratch",
-                    help="scratch (default) or continue training the current shipped start")
+    ap.add_argument("--init", choices=("scratch", "start", "rgb"), default="scratch",
+                    help="scratch (default), start (continue training the current shipped start) or rgb "
+                         "(with --channels 1: begin from the RGB start, its image-facing weights summed/averaged "
+                         "over the colour channels)")
     ap.add_argument("--export", action="store_true", help="no training: write OUT from OUT.ckpt (a run that "
                                                           "was stopped) and report its held-out PSNR")
     ap.add_argument("--out", default=None, help="default: fastdenoise/weights/<method>_start[_gray].pt "
@@ -135,7 +148,14 @@ def main(argv=None) -> int:
         kw["lr"] = a.lr
     if a.method == "apr":
         kw["stages"] = "apr+rd"     # the start holds both networks (the CPU single-image default is "apr")
+    if a.init == "rgb":
+        if a.channels != 1:
+            ap.error("--init rgb needs --channels 1")
+        kw["init"] = "scratch"
     tr = get_builder(a.method)(in_ch=a.channels, **kw)
+    if a.init == "rgb" and not (a.resume and os.path.exists(out + ".ckpt")):
+        rgb = os.path.join(ROOT, "fastdenoise", "weights", f"{a.method}_start.pt")
+        init_gray_from_rgb(tr, rgb)
     crop, batch = tr.method.dataset_crops(tr.device, a.crop, a.batch)
     clean = training_images(a.channels, a.seed, a.dead_leaves)
     mix = tuple(float(v) for v in a.noise_mix.split(","))
@@ -165,6 +185,14 @@ def main(argv=None) -> int:
     print(f"{res.iters} iterations in this run ({time.time() - t0:.0f} s), {len(losses)} in all; held-out crop "
           f"sigma 25: noisy {float(psnr(y, x)[0]):.2f} dB, start before {before:.2f} dB -> after {after:.2f} dB",
           flush=True)
+    noisy = float(psnr(y, x)[0])
+    if not (np.isfinite(losses).all() and after > noisy):
+        # a diverged run must not replace a shipped start (denoise would pick it up by default)
+        bad = out + ".rejected"
+        tr.save_weights(bad, meta={"iters": len(losses), "args": vars(a), "held_out_s25_psnr": after})
+        print(f"REJECTED: the held-out PSNR ({after:.2f} dB) is not above the noisy input ({noisy:.2f} dB) or a "
+              f"loss is not finite; weights kept as {bad}, {out} left as it was", flush=True)
+        return 1
     tr.save_weights(out, meta={"iters": len(losses), "args": vars(a), "held_out_s25_psnr": after})
     print(f"saved {out} ({os.path.getsize(out) / 1e6:.2f} MB)", flush=True)
     return 0

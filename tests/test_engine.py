@@ -305,3 +305,72 @@ def test_warmup_ramps_the_learning_rate(monkeypatch):
     tr = get_builder("apr")(device="cpu", **dict(TINY["apr"], rd_iters=None))
     res = tr.fit(y, iters=0, seed=0)
     assert res.iters == 0 and tr.run.losses == []
+
+
+def test_weight_ema_is_the_average_of_the_iterates(monkeypatch):
+    """``weight_ema=d``: the network that leaves each stage is d-EMA of the weights after every step."""
+    from fastdenoise.methods import engine
+    from fastdenoise.methods import zsn2n
+
+    _, y = noisy_pair(5)
+    d, seen = 0.6, []
+    orig = engine.Trainer._iteration
+
+    def spy(self, *a, **k):
+        out = orig(self, *a, **k)
+        seen.append({n: v.detach().clone() for n, v in self.run.part.model.state_dict().items()})
+        return out
+
+    tr = zsn2n.build(init="scratch", iters=4, weight_ema=d, seed=3)
+    want = {n: v.detach().clone() for n, v in tr.parts["model"].model.state_dict().items()}
+    monkeypatch.setattr(engine.Trainer, "_iteration", spy)
+    tr.fit(y)
+    assert len(seen) == 4
+    for w in seen:
+        for n in want:
+            want[n] = d * want[n] + (1 - d) * w[n] if want[n].is_floating_point() else w[n]
+    for n, v in tr.parts["model"].model.state_dict().items():
+        torch.testing.assert_close(v, want[n])
+    assert not torch.equal(tr.parts["model"].model.state_dict()["conv1.weight"], seen[-1]["conv1.weight"])
+    # 0 is the last iterate, as without the option
+    a = zsn2n.fit(y, init="scratch", iters=3, seed=3, weight_ema=0.0)
+    b = zsn2n.fit(y, init="scratch", iters=3, seed=3)
+    assert torch.equal(a.output, b.output)
+
+
+def test_weight_ema_resumes_exactly(tmp_path):
+    from fastdenoise.methods import zsn2n
+
+    _, y = noisy_pair(4)
+    kw = dict(init="scratch", iters=4, weight_ema=0.7, seed=1)
+    full = zsn2n.fit(y, **kw)
+    ck = str(tmp_path / "z.pt")
+    tr = zsn2n.build(checkpoint=ck, checkpoint_every=1, **kw)
+    step = tr.method.step
+
+    def crash(run, yy, t, total, seed):
+        if t == 2:
+            raise KeyboardInterrupt
+        return step(run, yy, t, total, seed)
+
+    tr.method.step = crash
+    with pytest.raises(KeyboardInterrupt):
+        tr.fit(y)
+    res = zsn2n.build(checkpoint=ck, resume=True, **kw).fit(y)
+    assert res.iters == 2
+    assert torch.equal(res.output, full.output)
+
+
+@pytest.mark.parametrize("bad", [1.0, -0.1, True, "0.9"])
+def test_weight_ema_rejects_bad_values(bad):
+    from fastdenoise.methods import zsn2n
+
+    with pytest.raises(ValueError, match="weight_ema"):
+        zsn2n.build(init="scratch", weight_ema=bad)
+
+
+def test_noise2same_cpu_fine_tune_averages_weights():
+    from fastdenoise.methods import noise2same
+
+    assert noise2same.build(init="start").weight_ema_decay() == 0.9
+    assert noise2same.build(init="scratch").weight_ema_decay() == 0.0

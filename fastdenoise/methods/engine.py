@@ -51,7 +51,7 @@ WEIGHTS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__fil
 
 __all__ = ["FitConfig", "FitResult", "Method", "CropTraining", "Stage", "Run", "Part", "Trainer", "build", "method_api",
            "iter_seed", "resolve_device", "psnr_quick", "make_optimizer", "ema_update", "staircase_lr",
-           "cosine_lr", "crop_sampler", "dihedral", "load_state", "seeded", "batch_stats_bn"]
+           "cosine_lr", "crop_sampler", "dihedral", "load_state", "rgb_state_to_gray", "seeded", "batch_stats_bn"]
 
 
 @dataclass
@@ -99,6 +99,10 @@ class FitConfig:
         warmup: linear learning-rate warm-up over this fraction of each stage's iterations (from lr/n to the
             schedule's lr over the first n), in [0, 1); 0: none. A fresh Adam's first steps move every weight by about lr, which can knock a
             trained start off its optimum before the moments are estimated.
+        weight_ema: decay of an exponential moving average of the trained network's weights (Polyak
+            averaging), in [0, 1); the average replaces the weights when a stage ends (0: off; None: the
+            method's default, :meth:`Method.default_weight_ema`). Steps on random crops of one image make the
+            last iterate of a fine-tuned start scatter from seed to seed; the average does not.
     """
 
     iters: int | None = None
@@ -124,6 +128,7 @@ class FitConfig:
     init: str = "start"
     tta: int | None = None
     warmup: float = 0.0
+    weight_ema: float | None = None
 
     def replace(self, **kw) -> "FitConfig":
         """A copy with some fields changed (unknown names raise TypeError)."""
@@ -234,6 +239,42 @@ def load_state(path: str, part: str | None = None) -> dict:
     elif isinstance(ck, dict) and isinstance(ck.get("model"), dict):
         ck = ck["model"]
     return {k: v.float() if v.is_floating_point() else v for k, v in ck.items()}
+
+
+def rgb_state_to_gray(sd: dict, gray: dict) -> dict:
+    """An RGB network's weights ``sd`` reshaped to the grayscale network whose state dict is ``gray``.
+
+    The weights that read the image (the first conv, and any decoder conv fed the input as a skip: the last
+    3 input channels of a concatenation that ends with the image) are summed over those 3 channels; the
+    output conv and its bias are averaged over the 3 output channels. The result computes exactly what the
+    RGB network computes on the grayscale image replicated to RGB, with its three outputs averaged. Raises
+    ``ValueError`` when a weight maps no such way (another architecture)."""
+    if set(sd) != set(gray):
+        raise ValueError(f"the RGB weights and the grayscale network have different layers: "
+                         f"{sorted(set(sd) ^ set(gray))[:4]}")
+    out = {}
+    for k, v in gray.items():
+        w = sd[k].float().clone()
+        if w.shape != v.shape:
+            if w.dim() >= 2 and w.shape[1] - v.shape[1] == 2:       # reads the image: sum its 3 channels
+                w = torch.cat([w[:, :-3], w[:, -3:].sum(1, keepdim=True)], 1)
+            if w.shape[0] == 3 and v.shape[0] == 1:                 # writes the image: average
+                w = w.mean(0, keepdim=True)
+            if w.shape != v.shape:
+                raise ValueError(f"cannot map RGB weight {k} {tuple(sd[k].shape)} to grayscale {tuple(v.shape)}")
+        out[k] = w.to(v.dtype)
+    return out
+
+
+@torch.no_grad()
+def _weight_ema_update(avg: dict[str, torch.Tensor], model: torch.nn.Module, decay: float) -> None:
+    """``avg <- decay * avg + (1 - decay) * weights`` for floating tensors; integer buffers copied."""
+    for k, v in model.state_dict().items():
+        a = avg[k]
+        if a.is_floating_point():
+            a.mul_(decay).add_(v.detach().to(a.dtype), alpha=1.0 - decay)
+        else:
+            a.copy_(v)
 
 
 def _save_atomic(obj, path: str) -> None:
@@ -454,6 +495,10 @@ class Method:
         """Transforms averaged at inference when ``cfg.tta`` is None (1: the single pass of the papers)."""
         return 1
 
+    def default_weight_ema(self, device: torch.device) -> float:
+        """Weight-EMA decay when ``cfg.weight_ema`` is None (0: none, the papers' last iterate)."""
+        return 0.0
+
     # --- networks
     def parts(self) -> tuple[str, ...]:
         """Names of the networks the method trains (one optimiser each)."""
@@ -478,7 +523,9 @@ class Method:
         ``cfg.weights``: one network's state dict for the first part, or a file of several networks such as
         a trainer checkpoint or a start written by ``scripts/pretrain.py``. Else, with ``cfg.init ==
         "start"``, the shipped start (:meth:`start_path`) when it holds this part with the same layers and
-        shapes (e.g. not the CPU-width Noise2Same start for the CUDA-width network)."""
+        shapes (e.g. not the CPU-width Noise2Same start for the CUDA-width network). A grayscale network
+        with no grayscale start gets the RGB start folded over the colour channels (:func:`rgb_state_to_gray`:
+        the RGB network on the replicated image, outputs averaged)."""
         path = getattr(self.cfg, "weights", None)
         if path:
             if not os.path.exists(path):
@@ -496,14 +543,22 @@ class Method:
             return True
         if self.cfg.init != "start":
             return False
-        start = self.start_path(in_ch)
-        if start is None:
+        start, have = self.start_path(in_ch), model.state_dict()
+        if start is None and in_ch == 1 and self.start_path(3) is not None:
+            # no grayscale start: the RGB start, its image-facing weights folded over the colour channels
+            # (exactly the RGB network on the image replicated to RGB, outputs averaged)
+            start = self.start_path(3)
+            try:
+                sd = rgb_state_to_gray(load_state(start, part), have)
+            except ValueError:
+                return False
+        elif start is None:
             return False
-        try:
-            sd = load_state(start, part)
-        except ValueError:                      # the start has no such part
-            return False
-        have = model.state_dict()
+        else:
+            try:
+                sd = load_state(start, part)
+            except ValueError:                  # the start has no such part
+                return False
         if set(sd) != set(have) or any(sd[k].shape != v.shape for k, v in have.items()):
             return False
         model.load_state_dict(sd)
@@ -673,6 +728,7 @@ class Run:
         self.done: list[str] = []           # stages finished
         self.dataset_mode = False           # batches of crops of many images (fit_dataset)
         self.ema: torch.Tensor | None = None
+        self.wema: dict[str, torch.Tensor] | None = None   # weight EMA of the current stage's network
         self.losses: list[float] = []
         self.psnr: list[tuple[int, float]] = []
         self.part = tr.parts[tr.stages[0].part]
@@ -733,12 +789,13 @@ class Run:
 
     def state_dict(self) -> dict:
         return {"seed": self.seed, "stage": self.stage, "t": self.t, "done": list(self.done), "ema": self.ema,
-                "dataset_mode": self.dataset_mode,
+                "dataset_mode": self.dataset_mode, "wema": self.wema,
                 "losses": list(self.losses), "psnr": list(self.psnr), "state": dict(self.state)}
 
     def load_state_dict(self, ck: dict) -> None:
         self.seed, self.stage, self.t = int(ck["seed"]), int(ck["stage"]), int(ck["t"])
         self.done, self.ema, self.dataset_mode = list(ck["done"]), ck["ema"], bool(ck["dataset_mode"])
+        self.wema = ck.get("wema")
         self.losses, self.psnr = list(ck["losses"]), list(ck["psnr"])
         self.state = dict(ck["state"])
         self.part = self.trainer.parts[self.trainer.stages[self.stage].part]
@@ -914,6 +971,9 @@ class Trainer:
         pending: list[torch.Tensor] = []
         rng = run.torch_rng() if self.method.uses_torch_rng else contextlib.nullcontext()
         step = stage.step or self.method.step
+        decay = self.weight_ema_decay()
+        if decay and run.wema is None and start < total:
+            run.wema = {k: v.detach().clone() for k, v in part.model.state_dict().items()}
         t0 = time.perf_counter()
         part.model.train()
         with rng:
@@ -929,6 +989,8 @@ class Trainer:
                     if bar is not None:
                         bar.total = total
                 pending.append(loss.detach().float())
+                if decay and run.wema is not None:
+                    _weight_ema_update(run.wema, part.model, decay)
                 if use_ema and cfg.ema is not None and est is not None:
                     run.ema = ema_update(run.ema, est, cfg.ema)
                 run.t = t + 1
@@ -952,6 +1014,10 @@ class Trainer:
                 t += 1
         if pending:
             run.losses.extend(torch.stack(pending).cpu().tolist())
+        if run.wema is not None and run.t >= total:      # the stage is over: its network becomes the average
+            with torch.no_grad():
+                part.model.load_state_dict(run.wema)
+            run.wema = None
         if bar is not None:
             bar.close()
         if self.device.type == "cuda":
@@ -960,6 +1026,13 @@ class Trainer:
         if cfg.checkpoint:
             self.save_checkpoint(cfg.checkpoint)
         return secs, run.t - start
+
+    def weight_ema_decay(self) -> float:
+        d = self.cfg.weight_ema
+        d = self.method.default_weight_ema(self.device) if d is None else d
+        if isinstance(d, bool) or not 0.0 <= float(d) < 1.0:
+            raise ValueError(f"weight_ema must be a decay in [0, 1), got {d!r}")
+        return float(d)
 
     def _iteration(self, stage: Stage, step: Callable, batch: torch.Tensor, t: int, total: int):
         """One training iteration of ``stage``: schedule, step, backward, optimiser step."""
@@ -1213,6 +1286,11 @@ def build(method_cls: type[Method], config: FitConfig | None = None, *, in_ch: i
         raise ValueError(f"init must be one of {method.inits}, got {cfg.init!r}")
     if isinstance(cfg.warmup, bool) or not 0.0 <= float(cfg.warmup) < 1.0:
         raise ValueError(f"warmup must be a fraction in [0, 1), got {cfg.warmup!r}")
+    if cfg.weight_ema is not None and (isinstance(cfg.weight_ema, bool)
+                                       or not isinstance(cfg.weight_ema, (int, float))
+                                       or not 0.0 <= float(cfg.weight_ema) < 1.0):
+        raise ValueError(f"weight_ema must be a decay in [0, 1) (or None: the method's default), "
+                         f"got {cfg.weight_ema!r}")
     if cfg.tta is not None and (isinstance(cfg.tta, bool) or cfg.tta not in TTA_COUNTS):
         raise ValueError(f"tta must be one of {TTA_COUNTS} (or None: the method's default), got {cfg.tta!r}")
     method.check()

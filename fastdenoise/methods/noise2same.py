@@ -56,6 +56,7 @@ from fastdenoise.ops.noise2same.reference import standardize
 
 CUDA_ITERS, CPU_ITERS = 3000, 300
 CPU_ITERS_START, CPU_TTA = 100, 8      # from the shipped start on the CPU (module docstring)
+CPU_WEIGHT_EMA = 0.9                   # weight EMA of that fine-tune (module docstring)
 CUDA_BASE, CPU_BASE = 96, 48
 CUDA_CROP, CPU_CROP = 64, 48
 CUDA_BATCH, CPU_BATCH = 16, 4
@@ -130,6 +131,9 @@ class Noise2Same(CropTraining, Method):
 
     def default_tta(self, device: torch.device) -> int:
         return 1 if device.type == "cuda" else CPU_TTA
+
+    def default_weight_ema(self, device: torch.device) -> float:
+        return CPU_WEIGHT_EMA if device.type != "cuda" and self.started else 0.0
 
     def make_model(self, in_ch: int, part: str = "model") -> torch.nn.Module:
         from fastdenoise.models.unet_noise2same import UNetNoise2Same

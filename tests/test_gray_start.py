@@ -1,0 +1,69 @@
+"""Grayscale images and the shipped RGB starts: ``rgb_state_to_gray`` folds an RGB network into the exactly
+equivalent 1-channel network, and a grayscale trainer with no grayscale start begins from that fold."""
+import os
+
+import pytest
+import torch
+
+from fastdenoise.methods import get_builder
+from fastdenoise.methods.engine import load_state
+from fastdenoise.methods.engine import rgb_state_to_gray
+
+# every method whose 1-channel network begins from its own networks (P2N keeps its own grayscale start;
+# APR runs a grayscale image through its RGB networks as three equal channels)
+FOLDED = ("nb2nb", "noise2same", "blind2grad", "zsn2n")
+
+
+def _models(name, init="scratch", **kw):
+    t3 = get_builder(name)(in_ch=3, init=init, seed=1, **kw)
+    t1 = get_builder(name)(in_ch=1, init="scratch", seed=2, **kw)
+    return t3, t1
+
+
+@pytest.mark.parametrize("name", [*FOLDED, "apr"])
+def test_fold_equals_rgb_net_on_replicated_gray(name):
+    kw = {"stages": "apr+rd"} if name == "apr" else {}
+    t3, t1 = _models(name, init="start", **kw)          # the shipped RGB starts: trained, realistic weights
+    g = torch.Generator().manual_seed(0)
+    for part in t3.parts:
+        m3, m1 = t3.parts[part].model.float().eval(), t1.parts[part].model.float().eval()
+        m1.load_state_dict(rgb_state_to_gray(m3.state_dict(), m1.state_dict()))
+        x = torch.rand(2, 1, 40, 36, generator=g)       # not a multiple of the nets' padding
+        z3, z1 = x.repeat(1, 3, 1, 1), x
+        if name == "blind2grad":                          # the masked-input view: image, then visible mask
+            for m in (m3, m1):      # exact up to the output sigmoid (averaged logits), deterministic standout
+                m.net.out_activation = "none"
+                for mod in m.modules():
+                    if hasattr(mod, "mc_dropout"):
+                        mod.mc_dropout = False
+            vis = (torch.rand(2, 1, 40, 36, generator=g) > 0.25).float()
+            z3, z1 = torch.cat([z3, vis], 1), torch.cat([z1, vis], 1)
+        with torch.no_grad():
+            want = m3(z3).mean(1, keepdim=True)
+            got = m1(z1)
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+
+
+def test_fold_rejects_another_architecture():
+    t3, _ = _models("nb2nb")
+    _, t1 = _models("zsn2n")
+    with pytest.raises(ValueError, match="different layers"):
+        rgb_state_to_gray(t3.parts["model"].model.state_dict(), t1.parts["model"].model.state_dict())
+
+
+@pytest.mark.parametrize("name", FOLDED)
+def test_grayscale_trainer_starts_from_the_folded_rgb_start(name):
+    tr = get_builder(name)(in_ch=1, init="start", seed=0)
+    m = tr.method
+    if m.start_path(1) is not None:                       # a trained grayscale start wins over the fold
+        assert tr.method.init_from["model"] == m.start_path(1)
+        return
+    rgb = m.start_path(3)
+    assert rgb is not None and os.path.exists(rgb)
+    assert m.started and tr.method.init_from["model"] == rgb
+    model = tr.parts["model"].model
+    want = rgb_state_to_gray(load_state(rgb, "model"), model.state_dict())
+    for k, v in model.state_dict().items():
+        torch.testing.assert_close(v.float(), want[k].float())
+    # and a scratch trainer does not
+    assert not get_builder(name)(in_ch=1, init="scratch", seed=0).method.started
