@@ -116,6 +116,8 @@ def main(argv=None) -> int:
     ap.add_argument("--batch", type=int, default=None, help="crops per step (default: the method's)")
     ap.add_argument("--lr", type=float, default=None, help="learning rate (default: the method's)")
     ap.add_argument("--channels", type=int, choices=(1, 3), default=3)
+    ap.add_argument("--weight-ema", type=float, default=0.0,
+                    help="ship the EMA of the weights with this decay (e.g. 0.999) instead of the last iterate")
     ap.add_argument("--noise-mix", default="1,1,1", help="weights of Gaussian, Poisson, correlated noise")
     ap.add_argument("--dead-leaves", type=int, default=48)
     ap.add_argument("--seed", type=int, default=0)
@@ -146,6 +148,7 @@ def main(argv=None) -> int:
         kw["time_budget"] = 60.0 * a.minutes
     if a.lr:
         kw["lr"] = a.lr
+    kw["weight_ema"] = a.weight_ema
     if a.method == "apr":
         kw["stages"] = "apr+rd"     # the start holds both networks (the CPU single-image default is "apr")
     if a.init == "rgb":

@@ -372,5 +372,5 @@ def test_weight_ema_rejects_bad_values(bad):
 def test_noise2same_cpu_fine_tune_averages_weights():
     from fastdenoise.methods import noise2same
 
-    assert noise2same.build(init="start").weight_ema_decay() == 0.9
+    assert noise2same.build(init="start").weight_ema_decay() == 0.97
     assert noise2same.build(init="scratch").weight_ema_decay() == 0.0
