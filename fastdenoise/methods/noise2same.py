@@ -32,8 +32,9 @@ CPU, from the shipped start (``fastdenoise/weights/noise2same_start.pt``, the CP
 dataset mode by ``scripts/pretrain.py --method noise2same``; the default whenever it fits the network;
 grayscale images get it folded over the colour channels): **300 iterations averaged by a weight EMA
 (decay 0.97, ``weight_ema``) and an 8-transform self-ensemble at inference** (``tta=8``), 74 s of training
-for 256x256 on 2 threads (0.24 s per iteration; 500 iterations would take 120 s, over the 90 s budget). The last iterate of a fine-tune on random crops of one image scatters from seed to
-seed; the average does not. Measured 2026-12-03 (256x256, Gaussian sigma 25, 1 thread, seeds as listed):
+for 256x256 on 2 threads (0.24 s per iteration; 500 iterations would take 120 s, over the 90 s budget).
+The last iterate of a fine-tune on random crops of one image scatters from seed to seed; the average does
+not. Measured 2026-12-03 (256x256, Gaussian sigma 25, 1 thread, seeds as listed):
 
 * the former default, 100 iterations, last iterate: astronaut 25.71 / 25.34 / 23.34 / 25.36 dB (seeds 0-3;
   below the start alone, 25.37 with tta 8, on average); with lr 1e-4 24.87 / 24.91 / 24.10 / 24.72; with a
