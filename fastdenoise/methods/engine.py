@@ -247,8 +247,9 @@ def rgb_state_to_gray(sd: dict, gray: dict) -> dict:
     The weights that read the image (the first conv, and any decoder conv fed the input as a skip: the last
     3 input channels of a concatenation that ends with the image) are summed over those 3 channels; the
     output conv and its bias are averaged over the 3 output channels. The result computes exactly what the
-    RGB network computes on the grayscale image replicated to RGB, with its three outputs averaged. Raises
-    ``ValueError`` when a weight maps no such way (another architecture)."""
+    RGB network computes on the grayscale image replicated to RGB, with its three outputs averaged (before
+    an output nonlinearity such as Blind2Grad's sigmoid: the logits are averaged, close but not equal).
+    Raises ``ValueError`` when a weight maps no such way (another architecture)."""
     if set(sd) != set(gray):
         raise ValueError(f"the RGB weights and the grayscale network have different layers: "
                          f"{sorted(set(sd) ^ set(gray))[:4]}")
