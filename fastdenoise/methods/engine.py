@@ -267,15 +267,24 @@ def rgb_state_to_gray(sd: dict, gray: dict) -> dict:
     return out
 
 
+def _weight_ema_pairs(avg: dict[str, torch.Tensor], model: torch.nn.Module):
+    """(averages, live tensors) of the floating entries and of the others, paired once per stage: the
+    optimiser and BatchNorm update the live tensors in place, so the pairs stay valid."""
+    live = model.state_dict()
+    fl = [k for k in avg if avg[k].is_floating_point()]
+    other = [k for k in avg if not avg[k].is_floating_point()]
+    return ([avg[k] for k in fl], [live[k].detach() for k in fl]), ([avg[k] for k in other], [live[k] for k in other])
+
+
 @torch.no_grad()
-def _weight_ema_update(avg: dict[str, torch.Tensor], model: torch.nn.Module, decay: float) -> None:
-    """``avg <- decay * avg + (1 - decay) * weights`` for floating tensors; integer buffers copied."""
-    for k, v in model.state_dict().items():
-        a = avg[k]
-        if a.is_floating_point():
-            a.mul_(decay).add_(v.detach().to(a.dtype), alpha=1.0 - decay)
-        else:
-            a.copy_(v)
+def _weight_ema_update(pairs, decay: float) -> None:
+    """``avg <- decay * avg + (1 - decay) * weights`` for floating tensors (one foreach launch); the
+    integer buffers copied."""
+    (fa, fl), (oa, ol) = pairs
+    if fa:
+        torch._foreach_lerp_(fa, fl, 1.0 - decay)
+    for a, v in zip(oa, ol):
+        a.copy_(v)
 
 
 def _save_atomic(obj, path: str) -> None:
@@ -975,6 +984,7 @@ class Trainer:
         decay = self.weight_ema_decay()
         if decay and run.wema is None and start < total:
             run.wema = {k: v.detach().clone() for k, v in part.model.state_dict().items()}
+        pairs = _weight_ema_pairs(run.wema, part.model) if decay and run.wema is not None else None
         t0 = time.perf_counter()
         part.model.train()
         with rng:
@@ -990,8 +1000,8 @@ class Trainer:
                     if bar is not None:
                         bar.total = total
                 pending.append(loss.detach().float())
-                if decay and run.wema is not None:
-                    _weight_ema_update(run.wema, part.model, decay)
+                if pairs is not None:
+                    _weight_ema_update(pairs, decay)
                 if use_ema and cfg.ema is not None and est is not None:
                     run.ema = ema_update(run.ema, est, cfg.ema)
                 run.t = t + 1
@@ -1029,11 +1039,9 @@ class Trainer:
         return secs, run.t - start
 
     def weight_ema_decay(self) -> float:
+        """The weight-EMA decay in effect (``cfg.weight_ema``, checked by :func:`build`, or the method's)."""
         d = self.cfg.weight_ema
-        d = self.method.default_weight_ema(self.device) if d is None else d
-        if isinstance(d, bool) or not 0.0 <= float(d) < 1.0:
-            raise ValueError(f"weight_ema must be a decay in [0, 1), got {d!r}")
-        return float(d)
+        return float(self.method.default_weight_ema(self.device) if d is None else d)
 
     def _iteration(self, stage: Stage, step: Callable, batch: torch.Tensor, t: int, total: int):
         """One training iteration of ``stage``: schedule, step, backward, optimiser step."""
