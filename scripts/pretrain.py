@@ -171,6 +171,10 @@ def main(argv=None) -> int:
     if a.export:
         tr.load_checkpoint(out + ".ckpt")
         n = len(tr.run.losses)
+        if tr.run.wema is not None:     # stopped mid-stage under --weight-ema: export the average, as the end would
+            with torch.no_grad():
+                tr.run.part.model.load_state_dict(tr.run.wema)
+            print(f"export: the weight EMA of the stopped stage ({tr.run.t} iterations)", flush=True)
         after = float(psnr(tr.denoise(y), x)[0])
         print(f"export of {out}.ckpt at iteration {n}: held-out crop sigma 25: noisy {float(psnr(y, x)[0]):.2f} "
               f"dB -> {after:.2f} dB", flush=True)
