@@ -30,19 +30,21 @@ Defaults per device (``iters``/``crop``/``batch`` None):
 
 CPU, from the shipped start (``fastdenoise/weights/noise2same_start.pt``, the CPU-width network trained in
 dataset mode by ``scripts/pretrain.py --method noise2same``; the default whenever it fits the network;
-grayscale images get it folded over the colour channels): **300 iterations averaged by a weight EMA
-(decay 0.97, ``weight_ema``) and an 8-transform self-ensemble at inference** (``tta=8``), 74 s of training
-for 256x256 on 2 threads (0.24 s per iteration; 500 iterations would take 120 s, over the 90 s budget).
-The last iterate of a fine-tune on random crops of one image scatters from seed to seed; the average does
-not. Measured 2026-12-03 (256x256, Gaussian sigma 25, 1 thread, seeds as listed):
+grayscale images get it folded over the colour channels): **the start alone, 0 iterations, with an
+8-transform self-ensemble** (``tta=8``; 2-5 s for 256x256 on 2 threads). ``iters=N`` fine-tunes on the
+image (its weights averaged by a weight EMA of decay 0.97, ``weight_ema``). Measured 2026-12-03 (session
+11; 256x256, seed 0, 2 threads) with the session-11 start (the session-5 start plus 3228 + 3679 dataset
+iterations on Gaussian and Poisson noise only, weight EMA 0.999; held-out astronaut 25.34 -> 26.37 dB):
 
-* the former default, 100 iterations, last iterate: astronaut 25.71 / 25.34 / 23.34 / 25.36 dB (seeds 0-3;
-  below the start alone, 25.37 with tta 8, on average); with lr 1e-4 24.87 / 24.91 / 24.10 / 24.72; with a
-  50 % lr warm-up 25.31 / 25.06 / 23.01 / 24.80; so neither Adam's first steps nor the lr are the cause;
-* 100 iterations, weight EMA 0.9: 25.59 / 25.47 / 24.35 / 25.67 (sigma 50: 23.53 / 23.27 / 22.66 against
-  22.91 mean for the last iterate and 21.92 for the start alone; Poisson 30: 25.03 / 24.96 / 24.18);
-* **300 iterations, EMA 0.97: 25.44 / 26.07** (seeds 0 / 2); 500, EMA 0.98: 25.92 / 26.09 (seeds 0 / 2),
-  coffee 27.57 / 27.52 (seeds 0 / 1; the former default 26.33), but 136 s.
+* the start alone: Gaussian 25 astronaut / chelsea / coffee / camera +5.57 / +8.00 / +6.58 / +6.24 dB,
+  Gaussian 50 +8.75 / +10.59 / +9.41 / +8.35, Poisson 30 +7.13 / +8.98 / +7.50 / +7.54, correlated 25
+  +2.94 / +4.12 / +3.53 / +2.72;
+* 300 fine-tune iterations from it (the former default, 68 s): astronaut 25.66 dB, 0.7 dB **below** the
+  start alone; at lr 2e-5 25.52; at lr 1e-9 (weights frozen: BatchNorm statistics and the EMA only)
+  26.40, so it is the weight updates on crops of one image that cost, not the statistics;
+* with the former start, whose fine-tune gained a little (start alone 25.37 with tta 8): 300 iterations,
+  EMA 0.97, 25.44 / 26.07 (seeds 0 / 2); the last iterate of 100 iterations scattered over seeds 0-3
+  (25.71 / 25.34 / 23.34 / 25.36), which the weight EMA removed.
 
 The fused path and the reference configuration give the same loss to 6e-8 for two steps and then part by
 float rounding (3e-5 at step 3), which the fine-tune amplifies like any other perturbation: the input
@@ -67,7 +69,7 @@ from fastdenoise.methods.engine import staircase_lr
 from fastdenoise.ops.noise2same.reference import standardize
 
 CUDA_ITERS, CPU_ITERS = 3000, 300
-CPU_ITERS_START, CPU_TTA = 300, 8      # from the shipped start on the CPU (module docstring)
+CPU_ITERS_START, CPU_TTA = 0, 8        # from the shipped start on the CPU: the start alone (module docstring)
 CPU_WEIGHT_EMA = 0.97                  # weight EMA of that fine-tune (module docstring)
 CUDA_BASE, CPU_BASE = 96, 48
 CUDA_CROP, CPU_CROP = 64, 48
