@@ -21,7 +21,11 @@ def test_cosine_lr_and_config():
     cfg = apr.APRConfig()
     assert cfg.stages is None                       # the device's default:
     assert apr.build(**TINY).cfg.stages == "apr"    # the BSN alone on the CPU (module docstring)
-    assert (cfg.lr, cfg.lam, cfg.s_train, cfg.s_infer, cfg.grad_through_reg) == (3e-4, 4.0, 5, 1, False)
+    assert (cfg.lr, cfg.lam, cfg.s_train, cfg.s_infer, cfg.grad_through_reg) == (3e-4, 4.0, 5, None, False)
+    assert apr.build(**TINY).cfg.s_infer == 0       # CPU: the BSN denoises without a blind spot
+    assert apr.build(s_infer=1, **TINY).cfg.s_infer == 1
+    with pytest.raises(ValueError, match="s_infer"):
+        apr.build(s_infer=-1, **TINY)
     assert cfg.rd_shifts == (0, 1, 2, 3, 4, 5) and cfg.student == "1.00M" and cfg.student_init == "fresh"
     with pytest.raises(ValueError):
         apr.build(stages="rd", **TINY)              # RD alone needs a trained BSN
@@ -31,7 +35,7 @@ def test_cosine_lr_and_config():
 
 def test_single_image_apr_only_and_reinit():
     _, y = _y()
-    tr = apr.build(iters=2, stages="apr", tta=1, **TINY)
+    tr = apr.build(iters=2, stages="apr", tta=1, s_infer=1, **TINY)
     a = tr.fit(y)
     assert a.output.shape == y.shape and a.iters == 2 and len(a.losses) == 2 and all(np.isfinite(a.losses))
     assert tr.run.done == ["apr"]                  # no RD stage
@@ -111,7 +115,7 @@ def test_bsn_tiles_inference_and_teachers():
 
     g = torch.Generator().manual_seed(5)
     y = torch.rand(1, 3, 48, 40, generator=g)
-    tr = apr.build(iters=0, stages="apr", tta=1, bsn_tile=16, init="scratch", **TINY)
+    tr = apr.build(iters=0, stages="apr", tta=1, bsn_tile=16, s_infer=1, init="scratch", **TINY)
     out = tr.fit(y).output
     m = tr.run.parts["bsn"].model
     with torch.no_grad():
@@ -122,7 +126,7 @@ def test_bsn_tiles_inference_and_teachers():
         # teachers through the same tiling: (J, B, C, H, W), each equal to the tiled pass at that shift
         got = tr.method.bsn_tiled(lambda t: torch.cat(m.teachers(t, (0, 2)), 1), y).unflatten(1, (2, 3))
         torch.testing.assert_close(got[:, 1], tiled(lambda t: m(t, s=2), y, 16, 8))
-    tr0 = apr.build(iters=0, stages="apr", tta=1, bsn_tile=0, init="scratch", **TINY)
+    tr0 = apr.build(iters=0, stages="apr", tta=1, bsn_tile=0, s_infer=1, init="scratch", **TINY)
     with torch.no_grad():
         torch.testing.assert_close(tr0.fit(y).output, tr0.run.parts["bsn"].model(y, s=1))
     for bad in (-1, 4):
