@@ -38,6 +38,30 @@ def test_single_image_ensemble_and_reinit():
     torch.testing.assert_close(tr.fit(y).output, a.output)  # reset restores weights and x_m
 
 
+def test_infer_cycles():
+    """Each cycle is the ensemble with the previous cycle's output as x_m; the CPU default is 2 cycles."""
+    _, y = _y(5)
+    assert b2g.build(**TINY).cfg.infer_cycles == b2g.CPU_CYCLES == 2
+    with pytest.raises(ValueError, match="infer_cycles"):
+        b2g.build(infer_cycles=0, **TINY)
+    tr = b2g.build(iters=2, refresh_every=1, infer_cycles=1, **TINY)
+    one = tr.fit(y).output
+    run = tr.run
+    x_m = run.state["x_m"]
+    run.model.net.set_mc_dropout(True)
+    with torch.no_grad(), run.torch_rng(99991):      # the dropout RNG the engine's inference sets
+        first = tr.method._ensemble(run, y, x_m, 4, run.seed + 99991)
+        second = tr.method._ensemble(run, y, first, 4, run.seed + 99991 + 7919)
+    run.model.net.set_mc_dropout(False)
+    torch.testing.assert_close(one, first)
+    tr.cfg.infer_cycles = 3
+    three = tr.denoise(y)
+    tr.cfg.infer_cycles = 2
+    two = tr.denoise(y)
+    torch.testing.assert_close(two, second)
+    assert not torch.equal(two, one) and not torch.equal(three, two)
+
+
 def test_crop_mode():
     _, y = _y(2, (1, 3, 40, 36))
     res = b2g.fit(y, iters=2, crop=16, **TINY)
