@@ -47,13 +47,25 @@ not catch up with its teachers within the 90-second budget.
 
 CPU, from the shipped start (``fastdenoise/weights/apr_start.pt``, the default whenever it fits: the former
 start, 1489 APR + 744 RD iterations on 2x48^2 crops, then 3412 APR + 1706 RD iterations on 8x32^2 crops,
-``scripts/pretrain_apr.session8.log``, 62 min in all on 1-2 cores), same setting: the BSN start alone (``iters=0``,
-4 s) 24.55 dB (+3.72; coffee 26.13, +5.06), 60 iterations 24.71 (coffee 26.54), 120 iterations 24.86 dB (56 s;
-with ``tta=8`` 24.96 dB, 78 s; 150 iterations 24.81 dB, 69 s). The default (120 iterations, 53-57 s):
-astronaut 24.86 (+4.03), coffee 26.77 (+5.70), chelsea 27.22 dB (+6.94); astronaut at sigma 50 23.47 (+8.04),
-Poisson lambda 30 24.50 dB (+5.61). The former default (150 APR + 75 RD iterations on 2x64^2 crops, tta 8) gave
+``scripts/pretrain_apr.session8.log``, 62 min in all on 1-2 cores), same setting.
+
+Blind-spot shift at inference on the CPU (session 12; astronaut sigma 25, seed 0, one thread): the BSN start
+alone (``iters=0``, 4 s) with s=0 / 1 / 2 gives 26.34 / 24.55 / 22.44 dB; s=0 coffee 27.00 (+5.93), camera
+26.50 (+5.77); tiles of 24 / 48 / 64 with s=0 26.50 / 24.75 / 23.57 (the default
+stays the training crop, 32; 24 was not tried with the fine-tune). The s=1 blind spot throws
+away what the centre pixel says, which the BSN (trained with the s=5 hole) cannot make up from the rest of
+its window; with s=0 every branch also sees its own row and the net still denoises. On correlated noise s=0
+and s=1 are close (start alone, astronaut +2.81 / +2.25 dB, coffee +2.93 / +3.16). CUDA keeps the paper's
+s=1 (``s_infer=1`` gives it on the CPU too); RD's teachers use their own shifts (``rd_shifts``).
+
+The CPU default (120 APR iterations, s=0; ``benchmarks/quality.md``, session 13, run on one thread beside a
+pretraining job): astronaut 26.85 dB (+6.02), chelsea 28.44 (+8.16), sigma 50 astronaut +8.91, Poisson
+lambda 30 astronaut +7.14, correlated astronaut +3.45 dB. With s=1 (sessions 8-12) the same iterations gave
+astronaut 24.86 (+4.03), coffee 26.77 (+5.70), chelsea 27.22 dB (+6.94) in 53-57 s on 2 threads; the start
+alone with s=1, 60 iterations 24.71 (coffee 26.54), 120 iterations 24.86 dB (with ``tta=8`` 24.96 dB, 78 s;
+150 iterations 24.81 dB, 69 s). The former default (150 APR + 75 RD iterations on 2x64^2 crops, tta 8) gave
 23.51 dB in 158 s. Grayscale: there is no grayscale start yet, so a 1-channel image meets the RGB start as
-three equal channels and the output is their mean (camera: 25.19 dB, +4.46, 56 s; from scratch 19.42 dB, below
+three equal channels and the output is their mean (s=1: camera 25.19 dB, +4.46; from scratch 19.42 dB, below
 the noisy 20.73). The student start alone 23.99 dB (tta 8), after 100 RD
 iterations 24.03 dB (30 s): RD on the CPU does not beat its BSN. Single-image APR fine-tuning of the former
 start did not help on 32^2 tiles (150 iterations: lr 1e-3 22.60, lr 3e-4 22.53 against 23.54 dB for the start);
