@@ -132,6 +132,8 @@ def main(argv=None) -> int:
                     help="scratch (default), start (continue training the current shipped start) or rgb "
                          "(with --channels 1: begin from the RGB start, its image-facing weights summed/averaged "
                          "over the colour channels)")
+    ap.add_argument("--rgb-start", default=None, help="with --init rgb: the RGB start to fold (default: the shipped "
+                                                      "fastdenoise/weights/<method>_start.pt)")
     ap.add_argument("--export", action="store_true", help="no training: write OUT from OUT.ckpt (a run that "
                                                           "was stopped) and report its held-out PSNR")
     ap.add_argument("--out", default=None, help="default: fastdenoise/weights/<method>_start[_gray].pt "
@@ -157,7 +159,7 @@ def main(argv=None) -> int:
         kw["init"] = "scratch"
     tr = get_builder(a.method)(in_ch=a.channels, **kw)
     if a.init == "rgb" and not (a.resume and os.path.exists(out + ".ckpt")):
-        rgb = os.path.join(ROOT, "fastdenoise", "weights", f"{a.method}_start.pt")
+        rgb = a.rgb_start or os.path.join(ROOT, "fastdenoise", "weights", f"{a.method}_start.pt")
         init_gray_from_rgb(tr, rgb)
     crop, batch = tr.method.dataset_crops(tr.device, a.crop, a.batch)
     clean = training_images(a.channels, a.seed, a.dead_leaves)
@@ -182,6 +184,12 @@ def main(argv=None) -> int:
         print(f"saved {out} ({os.path.getsize(out) / 1e6:.2f} MB)", flush=True)
         return 0
     before = float(psnr(tr.denoise(y), x)[0])
+    if a.iters == 0:                    # no training: ship the start as it is (e.g. an RGB start folded, --init rgb)
+        print(f"0 iterations: held-out crop sigma 25: noisy {float(psnr(y, x)[0]):.2f} dB, start {before:.2f} dB",
+              flush=True)
+        tr.save_weights(out, meta={"iters": 0, "args": vars(a), "held_out_s25_psnr": before})
+        print(f"saved {out} ({os.path.getsize(out) / 1e6:.2f} MB)", flush=True)
+        return 0
     sampler = noisy_sampler(clean, crop, batch, a.seed, mix)
     t0 = time.time()
     res = tr.fit_dataset(sampler, iters=a.iters, seed=a.seed)

@@ -32,7 +32,11 @@ CPU, from the shipped start (``fastdenoise/weights/noise2same_start.pt``, the CP
 dataset mode by ``scripts/pretrain.py --method noise2same``; the default whenever it fits the network;
 grayscale images get it folded over the colour channels): **the start alone, 0 iterations, with an
 8-transform self-ensemble** (``tta=8``; 2-5 s for 256x256 on 2 threads). ``iters=N`` fine-tunes on the
-image (its weights averaged by a weight EMA of decay 0.97, ``weight_ema``). Measured 2026-12-03 (session
+image (its weights averaged by a weight EMA of decay 0.97, ``weight_ema``). The shipped start since
+session 13: 21000 more dataset iterations on Gaussian and Poisson noise (seed 3, weight EMA 0.999, 104 min on
+one core; ``scripts/pretrain_noise2same.session13-white.log``), held-out astronaut 26.37 -> 26.81 dB; the
+start alone, quality table (session 13): Gaussian 25 astronaut / chelsea / coffee 26.84 / 28.64 / 28.02 dB
+(+6.01 / +8.36 / +6.95), Gaussian 50 astronaut 24.93 (+9.53). Measured 2026-12-03 (session
 11; 256x256, seed 0, 2 threads) with the session-11 start (the session-5 start plus 3228 + 3679 dataset
 iterations on Gaussian and Poisson noise only, weight EMA 0.999; held-out astronaut 25.34 -> 26.37 dB):
 
