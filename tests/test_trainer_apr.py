@@ -23,6 +23,7 @@ def test_cosine_lr_and_config():
     assert apr.build(**TINY).cfg.stages == "apr"    # the BSN alone on the CPU (module docstring)
     assert (cfg.lr, cfg.lam, cfg.s_train, cfg.s_infer, cfg.grad_through_reg) == (3e-4, 4.0, 5, None, False)
     assert apr.build(**TINY).cfg.s_infer == 0       # CPU: the BSN denoises without a blind spot
+    assert apr.build(**TINY).tta_count() == apr.CPU_TTA == 4   # CPU: 4 rotations at inference
     assert apr.build(s_infer=1, **TINY).cfg.s_infer == 1
     with pytest.raises(ValueError, match="s_infer"):
         apr.build(s_infer=-1, **TINY)

@@ -57,10 +57,15 @@ away what the centre pixel says, which the BSN (trained with the s=5 hole) canno
 its window; with s=0 every branch also sees its own row and the net still denoises. On correlated noise s=0
 and s=1 are close (start alone, astronaut +2.81 / +2.25 dB, coffee +2.93 / +3.16). CUDA keeps the paper's
 s=1 (``s_infer=1`` gives it on the CPU too); RD's teachers use their own shifts (``rd_shifts``).
+On the CPU the BSN's output is also averaged over 4 rotations (``tta=4``; CUDA 1): after the default fine-tune
+on camera sigma 25 (2 threads) tta 1 / 2 / 4 / 8 give 26.71 / 26.79 / 26.82 / 26.88 dB, the inference taking
+about 3.5 s per transform (8: 89 s in all, too close to the budget).
 
-The CPU default (120 APR iterations, s=0; ``benchmarks/quality.md``, session 13, run on one thread beside a
-pretraining job): astronaut 26.85 dB (+6.02), chelsea 28.44 (+8.16), sigma 50 astronaut +8.91, Poisson
-lambda 30 astronaut +7.14, correlated astronaut +3.45 dB. With s=1 (sessions 8-12) the same iterations gave
+The CPU default (120 APR iterations, s=0, tta 4; ``benchmarks/quality.md``, session 13, 2 threads): sigma 25
+astronaut / chelsea / coffee / camera 26.93 / 28.50 / 28.23 / 26.82 dB (+6.10 / +8.22 / +7.16 / +6.09),
+sigma 50 astronaut +8.97, Poisson lambda 30 astronaut +7.22, correlated astronaut
++3.50 dB; 59-64 s of training plus about 14 s of inference. With tta 1 (one thread
+beside a pretraining job) astronaut 26.85 dB (+6.02), chelsea 28.44 (+8.16), coffee 28.12, camera 26.71. With s=1 (sessions 8-12) the same iterations gave
 astronaut 24.86 (+4.03), coffee 26.77 (+5.70), chelsea 27.22 dB (+6.94) in 53-57 s on 2 threads; the start
 alone with s=1, 60 iterations 24.71 (coffee 26.54), 120 iterations 24.86 dB (with ``tta=8`` 24.96 dB, 78 s;
 150 iterations 24.81 dB, 69 s). The former default (150 APR + 75 RD iterations on 2x64^2 crops, tta 8) gave
@@ -94,6 +99,7 @@ CUDA_CROP, CPU_CROP = 128, 32   # CPU: the BSN start is trained on, and denoises
 CUDA_BATCH, CPU_BATCH = 8, 8
 CUDA_STAGES, CPU_STAGES = "apr+rd", "apr"   # CPU: the BSN (on tiles) beats the student within 90 s
 CUDA_S_INFER, CPU_S_INFER = 1, 0            # CPU: the BSN's output is final; s=0 gains 1.8 dB over s=1
+CPU_TTA = 4                                 # CPU: 4 rotations at inference (camera sigma 25 +5.98 -> +6.09 dB)
 STAGES = ("apr", "rd", "apr+rd")
 
 __all__ = ["APRConfig", "APR", "build", "fit", "train", "distill", "cosine_lr"]
@@ -190,7 +196,7 @@ class APR(CropTraining, Method):
         return CUDA_ITERS if device.type == "cuda" else CPU_ITERS
 
     def default_tta(self, device: torch.device) -> int:
-        return 1      # CPU too: the 4-branch BSN gains 0.1 dB from 8 transforms, for 22 s (module docstring)
+        return 1 if device.type == "cuda" else CPU_TTA   # CPU: +0.1 dB for about 8 s (module docstring)
 
     def parts(self) -> tuple[str, ...]:
         return ("bsn", "student")
