@@ -153,6 +153,10 @@ def main(argv=None) -> int:
     kw["weight_ema"] = a.weight_ema
     if a.method == "apr":
         kw["stages"] = "apr+rd"     # the start holds both networks (the CPU single-image default is "apr")
+    if a.rgb_start and a.init != "rgb":
+        ap.error("--rgb-start needs --init rgb")
+    if a.rgb_start and not os.path.exists(a.rgb_start):
+        ap.error(f"--rgb-start: no such file: {a.rgb_start}")
     if a.init == "rgb":
         if a.channels != 1:
             ap.error("--init rgb needs --channels 1")
