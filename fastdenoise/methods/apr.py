@@ -196,7 +196,7 @@ class APR(CropTraining, Method):
         return CUDA_ITERS if device.type == "cuda" else CPU_ITERS
 
     def default_tta(self, device: torch.device) -> int:
-        return 1 if device.type == "cuda" else CPU_TTA   # CPU: +0.1 dB for about 8 s (module docstring)
+        return 1 if device.type == "cuda" else CPU_TTA   # CPU: +0.1 dB for about 14 s (module docstring)
 
     def parts(self) -> tuple[str, ...]:
         return ("bsn", "student")

@@ -234,11 +234,12 @@ class Blind2Grad(Method):
 
         c = self.cfg
         acc = torch.zeros(y.shape, dtype=torch.float32, device=y.device)
+        ref = x_m.to(y.dtype)
         done = 0
         while done < n:
             k = min(max(1, c.infer_batch), n - done)
             yk = y.repeat_interleave(k, 0)
-            mask = F.dual_mask(yk, x_m.to(y.dtype).repeat_interleave(k, 0), iter_seed(seed, done), c.rate, c.eps_g,
+            mask = F.dual_mask(yk, ref.repeat_interleave(k, 0), iter_seed(seed, done), c.rate, c.eps_g,
                                backend=run.backend)
             acc += run.forward(_cat(yk, 1 - mask)).view(y.shape[0], k, *y.shape[1:]).sum(1)
             done += k
