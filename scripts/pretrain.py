@@ -132,6 +132,8 @@ def main(argv=None) -> int:
                     help="scratch (default), start (continue training the current shipped start) or rgb "
                          "(with --channels 1: begin from the RGB start, its image-facing weights summed/averaged "
                          "over the colour channels)")
+    ap.add_argument("--weights", default=None, help="begin from this weights file (a start or a trainer checkpoint, "
+                                                    "e.g. a candidate start) instead of --init")
     ap.add_argument("--rgb-start", default=None, help="with --init rgb: the RGB start to fold (default: the shipped "
                                                       "fastdenoise/weights/<method>_start.pt)")
     ap.add_argument("--export", action="store_true", help="no training: write OUT from OUT.ckpt (a run that "
@@ -153,6 +155,12 @@ def main(argv=None) -> int:
     kw["weight_ema"] = a.weight_ema
     if a.method == "apr":
         kw["stages"] = "apr+rd"     # the start holds both networks (the CPU single-image default is "apr")
+    if a.weights:
+        if a.init == "rgb":
+            ap.error("--weights and --init rgb exclude each other")
+        if not os.path.exists(a.weights):
+            ap.error(f"--weights: no such file: {a.weights}")
+        kw["weights"] = a.weights
     if a.rgb_start and a.init != "rgb":
         ap.error("--rgb-start needs --init rgb")
     if a.rgb_start and not os.path.exists(a.rgb_start):

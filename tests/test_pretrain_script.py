@@ -49,3 +49,21 @@ def test_weight_ema_run_and_export_of_a_stopped_run(pretrain, tmp_path, capsys, 
     assert exported["meta"]["exported"] and exported["meta"]["iters"] == 2
     for k, v in exported["parts"]["model"]["model"].items():
         assert torch.equal(v, wema[k]), k     # the export ships the average, not the live network
+
+
+def test_weights_option_begins_from_a_candidate_file(pretrain, tmp_path, capsys):
+    """``--weights FILE`` begins from a candidate start (not the shipped one), and bad values say so."""
+    first, second = str(tmp_path / "a.pt"), str(tmp_path / "b.pt")
+    base = ["--method", "zsn2n", "--crop", "32", "--batch", "2", "--dead-leaves", "0", "--log-every", "1"]
+    assert pretrain.main([*base, "--iters", "0", "--init", "scratch", "--seed", "3", "--out", first]) == 0
+    assert pretrain.main([*base, "--iters", "0", "--weights", first, "--out", second]) == 0
+    a = torch.load(first, weights_only=False)["parts"]["model"]["model"]
+    b = torch.load(second, weights_only=False)["parts"]["model"]["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)   # the scratch init of seed 3, not the shipped start
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        pretrain.main([*base, "--weights", str(tmp_path / "missing.pt"), "--out", second])
+    assert "--weights: no such file" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        pretrain.main([*base, "--channels", "1", "--init", "rgb", "--weights", first, "--out", second])
+    assert "exclude each other" in capsys.readouterr().err
