@@ -92,3 +92,52 @@ def test_denoise_api():
     out, info = api.denoise(y, method="blind2grad", iters=2, return_info=True, **TINY)
     api.clear_cache()
     assert out.shape == y.shape and info["iters"] == 2
+
+
+def _bn_stats(tr):
+    return {k: v.clone() for k, v in tr.run.model.state_dict().items() if "running_" in k}
+
+
+def test_freeze_bn_keeps_a_starts_statistics(tmp_path):
+    """From a start, single-image training keeps its BatchNorm statistics (freeze_bn default); from random
+    weights, with freeze_bn=False and in dataset mode they follow the batches (the papers' training)."""
+    _, y = _y(6)
+    scratch = b2g.build(iters=3, **TINY)
+    assert not scratch.freeze_bn_active()
+    before = _bn_stats(scratch)
+    scratch.fit(y)
+    assert any(not torch.equal(before[k], v) for k, v in _bn_stats(scratch).items())
+    start = str(tmp_path / "start.pt")
+    scratch.save_weights(start)
+    saved = _bn_stats(b2g.build(weights=start, **TINY))
+    tr = b2g.build(iters=3, weights=start, **TINY)
+    assert tr.method.started and tr.freeze_bn_active()
+    res = tr.fit(y)
+    assert all(torch.equal(saved[k], v) for k, v in _bn_stats(tr).items())
+    assert all(np.isfinite(res.losses)) and res.output.shape == y.shape
+    torch.testing.assert_close(tr.denoise(y), res.output)       # inference leaves BatchNorm frozen too
+    thawed = b2g.build(iters=3, weights=start, freeze_bn=False, **TINY)
+    thawed.fit(y)
+    assert any(not torch.equal(saved[k], v) for k, v in _bn_stats(thawed).items())
+    ds = b2g.train([y[0], _y(7)[1][0]], iters=2, crop=16, batch=2, weights=start, **TINY)
+    assert any(not torch.equal(saved[k], v) for k, v in _bn_stats(ds).items())
+    with pytest.raises(ValueError, match="freeze_bn"):
+        b2g.build(freeze_bn="yes", **TINY)
+
+
+def test_rgb_weights_file_folds_for_a_grayscale_image(tmp_path):
+    """``weights=`` RGB file on a grayscale image: folded like the shipped RGB starts; a file that fits no
+    way (another width) is refused with the layer and shapes named."""
+    from fastdenoise.methods.engine import load_state
+    from fastdenoise.methods.engine import rgb_state_to_gray
+
+    rgb = b2g.build(**TINY)
+    path = str(tmp_path / "rgb.pt")
+    rgb.save_weights(path)
+    gray = b2g.build(in_ch=1, weights=path, **TINY)
+    assert gray.method.started
+    want = rgb_state_to_gray(load_state(path, "model"), gray.run.model.state_dict())   # the file: fp16
+    for k, v in gray.run.model.state_dict().items():
+        torch.testing.assert_close(v, want[k].to(v.dtype))
+    with pytest.raises(ValueError, match="do not fit the 'model' network for 3-channel images"):
+        b2g.build(weights=path, **{**TINY, "base": 12})

@@ -103,6 +103,12 @@ class FitConfig:
             averaging), in [0, 1); the average replaces the weights when a stage ends (0: off; None: the
             method's default, :meth:`Method.default_weight_ema`). Steps on random crops of one image make the
             last iterate of a fine-tuned start scatter from seed to seed; the average does not.
+        freeze_bn: BatchNorm layers normalise with their running statistics (eval-mode BatchNorm, statistics
+            not updated) while a single image trains; None: the method's default
+            (:meth:`Method.default_freeze_bn`). Dataset mode (pretraining) always uses batch statistics. A
+            start's running statistics come from thousands of crops of many images; batch statistics of
+            a few copies of one crop of one image are noisy, and the running averages they leave behind
+            are what inference normalises with.
     """
 
     iters: int | None = None
@@ -129,6 +135,7 @@ class FitConfig:
     tta: int | None = None
     warmup: float = 0.0
     weight_ema: float | None = None
+    freeze_bn: bool | None = None
 
     def replace(self, **kw) -> "FitConfig":
         """A copy with some fields changed (unknown names raise TypeError)."""
@@ -509,6 +516,11 @@ class Method:
         """Weight-EMA decay when ``cfg.weight_ema`` is None (0: none, the papers' last iterate)."""
         return 0.0
 
+    def default_freeze_bn(self, device: torch.device) -> bool:
+        """Whether BatchNorm keeps its running statistics in single-image training when ``cfg.freeze_bn``
+        is None (False: batch statistics, as the papers train)."""
+        return False
+
     # --- networks
     def parts(self) -> tuple[str, ...]:
         """Names of the networks the method trains (one optimiser each)."""
@@ -544,11 +556,12 @@ class Method:
             if names is None:                   # one network's weights: the first part's
                 if part != self.parts()[0]:
                     return False
-                model.load_state_dict(load_state(path))
+                sd = load_state(path)
             elif part not in names:
                 return False
             else:
-                model.load_state_dict(load_state(path, part))
+                sd = load_state(path, part)
+            model.load_state_dict(self._fit_weights(sd, model.state_dict(), in_ch, path, part))
             self.init_from[part] = path
             return True
         if self.cfg.init != "start":
@@ -574,6 +587,29 @@ class Method:
         model.load_state_dict(sd)
         self.init_from[part] = start
         return True
+
+    @staticmethod
+    def _fit_weights(sd: dict, have: dict, in_ch: int, path: str, part: str) -> dict:
+        """``sd`` as ``have`` needs it: as is, or RGB weights folded for a grayscale network (as the shipped
+        RGB starts are); a clear error when neither fits."""
+        def fits(d):
+            return set(d) == set(have) and all(d[k].shape == v.shape for k, v in have.items())
+
+        if fits(sd):
+            return sd
+        if in_ch == 1:
+            try:
+                folded = rgb_state_to_gray(sd, have)
+            except ValueError:
+                folded = None
+            if folded is not None and fits(folded):
+                return folded
+        bad = sorted(k for k in have if k in sd and sd[k].shape != have[k].shape)
+        miss = sorted(set(have) ^ set(sd))
+        what = (f"{bad[0]} has shape {tuple(sd[bad[0]].shape)} there, the network needs "
+                f"{tuple(have[bad[0]].shape)}" if bad else f"layers differ ({', '.join(miss[:3])})")
+        raise ValueError(f"weights {path!r} do not fit the {part!r} network for {in_ch}-channel images: {what} "
+                         f"(another method, width or channel count?)")
 
     @property
     def started(self) -> bool:
@@ -794,7 +830,7 @@ class Run:
             with bn, self.autocast():
                 out = model(x, **kw)
         finally:
-            model.train()
+            self.trainer.train_mode(model)
         return out.float()
 
     def state_dict(self) -> dict:
@@ -986,7 +1022,7 @@ class Trainer:
             run.wema = {k: v.detach().clone() for k, v in part.model.state_dict().items()}
         pairs = _weight_ema_pairs(run.wema, part.model) if decay and run.wema is not None else None
         t0 = time.perf_counter()
-        part.model.train()
+        self.train_mode(part.model)
         with rng:
             t = start
             while t < total:
@@ -1037,6 +1073,22 @@ class Trainer:
         if cfg.checkpoint:
             self.save_checkpoint(cfg.checkpoint)
         return secs, run.t - start
+
+    def freeze_bn_active(self) -> bool:
+        """Whether BatchNorm layers stay in eval mode while training (``cfg.freeze_bn`` or the method's
+        default; never in dataset mode)."""
+        if self.run.dataset_mode:
+            return False
+        f = self.cfg.freeze_bn
+        return bool(self.method.default_freeze_bn(self.device) if f is None else f)
+
+    def train_mode(self, model: torch.nn.Module) -> None:
+        """``model.train()``, its BatchNorm layers back in eval mode when :meth:`freeze_bn_active`."""
+        model.train()
+        if self.freeze_bn_active():
+            for m in model.modules():
+                if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                    m.eval()
 
     def weight_ema_decay(self) -> float:
         """The weight-EMA decay in effect (``cfg.weight_ema``, checked by :func:`build`, or the method's)."""
@@ -1293,6 +1345,8 @@ def build(method_cls: type[Method], config: FitConfig | None = None, *, in_ch: i
     method = method_cls(cfg)
     if cfg.init not in method.inits:
         raise ValueError(f"init must be one of {method.inits}, got {cfg.init!r}")
+    if cfg.freeze_bn is not None and not isinstance(cfg.freeze_bn, bool):
+        raise ValueError(f"freeze_bn must be True, False or None, got {cfg.freeze_bn!r}")
     if isinstance(cfg.warmup, bool) or not 0.0 <= float(cfg.warmup) < 1.0:
         raise ValueError(f"warmup must be a fraction in [0, 1), got {cfg.warmup!r}")
     if cfg.weight_ema is not None and (isinstance(cfg.weight_ema, bool)
