@@ -217,6 +217,27 @@ def test_time_budget_picks_the_iterations(capsys):
     assert loose.losses == zsn2n.fit(y, device="cpu", iters=5).losses  # and then exactly the unbudgeted run
 
 
+def test_default_cpu_time_cap(capsys, monkeypatch):
+    """A default-length CPU fit is capped by the method's default_time_budget (quiet unless it binds); an
+    explicit iteration count or time_budget=0 is never capped; CUDA has no default cap."""
+    from fastdenoise.methods import engine
+    from fastdenoise.methods import zsn2n
+
+    _, y = noisy_pair(8)
+    tr = zsn2n.build(device="cpu")
+    assert tr.method.default_time_budget(torch.device("cpu")) == engine.CPU_TIME_BUDGET
+    assert tr.method.default_time_budget(torch.device("cuda")) is None
+    monkeypatch.setattr(zsn2n.ZSN2N, "default_time_budget", lambda self, device: 1e-6)
+    capped = zsn2n.fit(y, device="cpu")
+    assert capped.iters == 2 and "time budget" in capsys.readouterr().err
+    assert zsn2n.fit(y, device="cpu", iters=4).iters == 4              # an explicit count is exact
+    assert zsn2n.fit(y, device="cpu", iters=3, time_budget=0).iters == 3
+    monkeypatch.setattr(zsn2n.ZSN2N, "default_time_budget", lambda self, device: 1e6)
+    capsys.readouterr()
+    assert zsn2n.fit(y, device="cpu", iters=None).iters == zsn2n.build(device="cpu").total_iters(None)
+    assert "time budget" not in capsys.readouterr().err               # quiet when the cap does not bind
+
+
 def test_shipped_starts(tmp_path, monkeypatch):
     """init="start" (default) loads <method>_start[_gray].pt from the weights folder when it fits the network
     (every part, same layers and shapes), else keeps the random init; init="scratch" never loads; the

@@ -83,10 +83,14 @@ class FitConfig:
             whose whole-image step does not fit is fitted on crops and denoised in overlapping tiles
             (see :meth:`Trainer.memory_plan`); images that fit run exactly as without a budget.
         tile_overlap: overlap of inference tiles in pixels (blended with a raised-cosine window).
-        time_budget: seconds the training loop of a fit may take (None: no limit). The second iteration is
-            timed (the first one pays one-off set-up costs) and the iteration count becomes the largest that
-            fits the rest of the budget, at most the nominal one (every stage scaled alike; the count is
-            printed); schedules follow the new count from iteration 2 on.
+        time_budget: seconds the training loop of a fit may take. The second iteration is timed (the first
+            one pays one-off set-up costs) and the iteration count becomes the largest that fits the rest of
+            the budget, at most the nominal one (every stage scaled alike; the count is printed); schedules
+            follow the new count from iteration 2 on. None: the method's default cap
+            (:meth:`Method.default_time_budget`: on the CPU, when the iteration count is the default one, so
+            that a default ``denoise`` of a 256x256 image stays within 90 s on a slow machine; it binds, and
+            prints, only when the default count would not fit; none on CUDA and none for an explicit
+            ``iters``); 0: no limit.
         init: ``"start"``: every network begins from the method's shipped start
             (``fastdenoise/weights/<method>_start[_gray].pt``, trained by ``scripts/pretrain.py``) where one
             exists for this network (same layers and shapes), else from its random init; ``"scratch"``:
@@ -216,6 +220,10 @@ def ema_update(ema: torch.Tensor | None, est: torch.Tensor, decay: float) -> tor
 def staircase_lr(base_lr: float, t: int, every: int, factor: float) -> float:
     """``base_lr * factor ** (t // every)`` (constant when ``every`` <= 0)."""
     return base_lr if every <= 0 else base_lr * factor ** (t // every)
+
+
+CPU_TIME_BUDGET = 80.0
+"""Seconds of training a default-length CPU fit may take (:meth:`Method.default_time_budget`)."""
 
 
 def cosine_lr(base_lr: float, t: int, total: int) -> float:
@@ -515,6 +523,11 @@ class Method:
     def default_weight_ema(self, device: torch.device) -> float:
         """Weight-EMA decay when ``cfg.weight_ema`` is None (0: none, the papers' last iterate)."""
         return 0.0
+
+    def default_time_budget(self, device: torch.device) -> float | None:
+        """Seconds the training loop of a default-length fit may take when ``cfg.time_budget`` is None
+        (None: no cap). On the CPU :data:`CPU_TIME_BUDGET`, less for a method whose inference is long."""
+        return None if device.type == "cuda" else CPU_TIME_BUDGET
 
     def default_freeze_bn(self, device: torch.device) -> bool:
         """Whether BatchNorm keeps its running statistics in single-image training when ``cfg.freeze_bn``
@@ -976,7 +989,10 @@ class Trainer:
         secs, n = 0.0, 0
         run = self.run
         of = lambda st, t0: st.iters(t0) if st.iters else t0  # noqa: E731  (a stage's share of the count)
-        budget = self.cfg.time_budget
+        budget, quiet = self.cfg.time_budget, False
+        if budget is None and iters is None and self.cfg.iters is None and not run.dataset_mode:
+            budget, quiet = self.method.default_time_budget(self.device), True   # the default cap
+        budget = budget or None                                                   # 0: no limit
         for i, stage in enumerate(self.stages):
             if i < run.stage:
                 continue
@@ -989,13 +1005,17 @@ class Trainer:
             retotal = None
             if budget is not None and run.t == 0 and not run.done and total > 2:
 
-                def retotal(elapsed: float, dt: float, i: int = i, stage: Stage = stage) -> int:
-                    nominal = totals["0"]
+                nominals = {"0": totals["0"]}
+
+                def retotal(elapsed: float, dt: float, done: int = 2, i: int = i, stage: Stage = stage) -> int:
+                    nominal, before = nominals["0"], totals["0"]
                     share = sum(of(st, nominal) for st in self.stages[i:]) / max(1, nominal)
                     more = int(max(0.0, budget - elapsed) / max(dt * share, 1e-9))
-                    totals["0"] = max(2, min(nominal, 2 + more))
-                    print(f"{self.method.name}: time budget {budget:g}s, one iteration {dt:.3f}s -> "
-                          f"{totals['0']} iterations (nominal {nominal})", file=sys.stderr, flush=True)
+                    totals["0"] = max(done, min(nominal, done + more))
+                    changed = totals["0"] != before and (not quiet or totals["0"] < nominal)
+                    if changed or (not quiet and done == 2):
+                        print(f"{self.method.name}: time budget {budget:g}s, one iteration {dt:.3f}s -> "
+                              f"{totals['0']} iterations (nominal {nominal})", file=sys.stderr, flush=True)
                     return of(stage, totals["0"])
 
             s, k = self._loop(stage, get_batch, total, clean, use_ema, retotal)
@@ -1028,11 +1048,16 @@ class Trainer:
             while t < total:
                 ti = time.perf_counter()
                 loss, est = self._iteration(stage, step, get_batch(t), t, total)
-                if retotal is not None and t == start + 1:   # time budget: count from the second iteration
+                if retotal is not None and t in (start + 1, start + 9):
+                    # time budget: count from the second iteration, then again from the mean of iterations 2-9
                     if self.device.type == "cuda":
                         torch.cuda.synchronize(self.device)
                     now = time.perf_counter()
-                    total = retotal(now - t0, now - ti)
+                    if t == start + 1:
+                        t_mark = now
+                        total = retotal(now - t0, now - ti)
+                    elif t < total:
+                        total = retotal(now - t0, (now - t_mark) / 8, t + 1 - start)
                     if bar is not None:
                         bar.total = total
                 pending.append(loss.detach().float())
