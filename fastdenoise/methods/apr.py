@@ -95,7 +95,6 @@ from fastdenoise.methods.engine import CropTraining
 from fastdenoise.methods.engine import method_api
 
 CUDA_ITERS, CPU_ITERS = 3000, 120
-CPU_TIME_BUDGET = 65.0      # seconds of training at most (default length; the 4-rotation inference adds 14-20 s)
 CUDA_CROP, CPU_CROP = 128, 32   # CPU: the BSN start is trained on, and denoises in, 32^2 tiles
 CUDA_BATCH, CPU_BATCH = 8, 8
 CUDA_STAGES, CPU_STAGES = "apr+rd", "apr"   # CPU: the BSN (on tiles) beats the student within 90 s
@@ -166,6 +165,7 @@ class APR(CropTraining, Method):
     name = "apr"
     summary = "APR sampler on the AT-BSN blind-spot net, then Recharged Distillation"
     Config = APRConfig
+    cpu_time_budget = 65.0      # seconds of training at most on the CPU: the 4-rotation inference adds 14-20 s
 
     def resolve(self, cfg: APRConfig, device: torch.device) -> APRConfig:
         cuda = device.type == "cuda"
@@ -195,10 +195,6 @@ class APR(CropTraining, Method):
 
     def default_iters(self, device: torch.device) -> int:
         return CUDA_ITERS if device.type == "cuda" else CPU_ITERS
-
-    def default_time_budget(self, device: torch.device):
-        """A shorter CPU training cap than the others: its 4-rotation inference takes about 14-20 s on 2 threads."""
-        return None if device.type == "cuda" else CPU_TIME_BUDGET
 
     def default_tta(self, device: torch.device) -> int:
         return 1 if device.type == "cuda" else CPU_TTA   # CPU: +0.1 dB for about 14 s (module docstring)

@@ -60,7 +60,6 @@ from fastdenoise.methods.engine import iter_seed
 from fastdenoise.methods.engine import method_api
 
 CUDA_ITERS, CPU_ITERS = 2000, 100
-CPU_TIME_BUDGET = 65.0      # seconds of training at most (default length; the inference adds about 18 s)
 CUDA_LR, CPU_LR = 1e-4, 5e-4
 CUDA_MASKS, CPU_MASKS = 4, 2
 CUDA_SAMPLES, CPU_SAMPLES = 40, 10
@@ -131,6 +130,7 @@ class Blind2Grad(Method):
     name = "blind2grad"
     summary = "Blind2Grad: dual masks + gradient-consistency loss, averaged predictions"
     Config = Blind2GradConfig
+    cpu_time_budget = 65.0      # seconds of training at most on the CPU: the inference adds about 18 s
     uses_torch_rng = True        # T-standout dropout (training and the inference ensemble)
 
     def resolve(self, cfg: Blind2GradConfig, device: torch.device) -> Blind2GradConfig:
@@ -155,10 +155,6 @@ class Blind2Grad(Method):
 
     def default_iters(self, device: torch.device) -> int:
         return CUDA_ITERS if device.type == "cuda" else CPU_ITERS
-
-    def default_time_budget(self, device: torch.device):
-        """A shorter CPU training cap than the others: its 10 x 2 predictions take about 18 s on 2 threads."""
-        return None if device.type == "cuda" else CPU_TIME_BUDGET
 
     def default_freeze_bn(self, device: torch.device) -> bool:
         """A network that begins from a start keeps the start's BatchNorm statistics (module docstring)."""

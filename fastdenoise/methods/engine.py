@@ -226,6 +226,11 @@ CPU_TIME_BUDGET = 80.0
 """Seconds of training a default-length CPU fit may take (:meth:`Method.default_time_budget`)."""
 
 
+def _same_layout(sd: dict, have: dict) -> bool:
+    """Whether state dict ``sd`` has exactly the layers and shapes of ``have``."""
+    return set(sd) == set(have) and all(sd[k].shape == v.shape for k, v in have.items())
+
+
 def cosine_lr(base_lr: float, t: int, total: int) -> float:
     """Cosine decay from ``base_lr`` at t=0 to 0 at t=total."""
     return 0.5 * base_lr * (1.0 + math.cos(math.pi * min(t, total) / max(1, total)))
@@ -524,10 +529,12 @@ class Method:
         """Weight-EMA decay when ``cfg.weight_ema`` is None (0: none, the papers' last iterate)."""
         return 0.0
 
+    cpu_time_budget: float = CPU_TIME_BUDGET   # less for a method whose inference is long
+
     def default_time_budget(self, device: torch.device) -> float | None:
         """Seconds the training loop of a default-length fit may take when ``cfg.time_budget`` is None
-        (None: no cap). On the CPU :data:`CPU_TIME_BUDGET`, less for a method whose inference is long."""
-        return None if device.type == "cuda" else CPU_TIME_BUDGET
+        (None: no cap): ``cpu_time_budget`` on the CPU, none on CUDA."""
+        return None if device.type == "cuda" else self.cpu_time_budget
 
     def default_freeze_bn(self, device: torch.device) -> bool:
         """Whether BatchNorm keeps its running statistics in single-image training when ``cfg.freeze_bn``
@@ -595,7 +602,7 @@ class Method:
                 sd = load_state(start, part)
             except ValueError:                  # the start has no such part
                 return False
-        if set(sd) != set(have) or any(sd[k].shape != v.shape for k, v in have.items()):
+        if not _same_layout(sd, have):
             return False
         model.load_state_dict(sd)
         self.init_from[part] = start
@@ -605,17 +612,14 @@ class Method:
     def _fit_weights(sd: dict, have: dict, in_ch: int, path: str, part: str) -> dict:
         """``sd`` as ``have`` needs it: as is, or RGB weights folded for a grayscale network (as the shipped
         RGB starts are); a clear error when neither fits."""
-        def fits(d):
-            return set(d) == set(have) and all(d[k].shape == v.shape for k, v in have.items())
-
-        if fits(sd):
+        if _same_layout(sd, have):
             return sd
         if in_ch == 1:
             try:
                 folded = rgb_state_to_gray(sd, have)
             except ValueError:
                 folded = None
-            if folded is not None and fits(folded):
+            if folded is not None and _same_layout(folded, have):
                 return folded
         bad = sorted(k for k in have if k in sd and sd[k].shape != have[k].shape)
         miss = sorted(set(have) ^ set(sd))
@@ -1005,10 +1009,9 @@ class Trainer:
             retotal = None
             if budget is not None and run.t == 0 and not run.done and total > 2:
 
-                nominals = {"0": totals["0"]}
-
-                def retotal(elapsed: float, dt: float, done: int = 2, i: int = i, stage: Stage = stage) -> int:
-                    nominal, before = nominals["0"], totals["0"]
+                def retotal(elapsed: float, dt: float, done: int = 2, i: int = i, stage: Stage = stage,
+                            nominal: int = totals["0"]) -> int:
+                    before = totals["0"]
                     share = sum(of(st, nominal) for st in self.stages[i:]) / max(1, nominal)
                     more = int(max(0.0, budget - elapsed) / max(dt * share, 1e-9))
                     totals["0"] = max(done, min(nominal, done + more))
