@@ -10,10 +10,6 @@ Stage 1, APR (per iteration, on a batch of crops ``y``):
 4. ``L = mean|out - h2 y| + 4 mean|out - h2 y - (h1 f(y) - h2 f(y))|`` with the fused
    :func:`~fastdenoise.functional.apr_loss` (same seed, so the same pairs; nothing else materialised).
 
-Inference of the BSN uses s=1 on CUDA (APR paper; AT-BSN uses 2: ``s_infer``) and s=0 on the CPU, where
-the BSN's output is the final one (below): the BSN trained with the s=5 hole, run with every branch seeing
-its own row (s=0, no blind spot), keeps what the centre pixel tells and still denoises.
-
 Stage 2, RD (a second network, the student, trained after stage 1 on the same batches):
 
 1. teachers ``T_s = BSN_s(y)``, s = 0..5, under ``no_grad`` from one trunk pass
@@ -22,63 +18,29 @@ Stage 2, RD (a second network, the student, trained after stage 1 on the same ba
    copies the BSN's U-Net weights as AT-BSN's distiller does);
 3. ``L = sum_j mean|fD(y) - recharge_j|`` with the fused :func:`~fastdenoise.functional.recharge_l1_loss`.
 
-The student is the final denoiser when RD ran.
+The student is the final denoiser when RD ran; otherwise the BSN denoises with the blind-spot shift
+``s_infer`` (1 on CUDA, the APR paper's; 0 on the CPU: no blind spot, every branch also sees its own row).
 
-Both stages: Adam, lr 3e-4, cosine decay to 0 over the stage's iterations (the engine sets the learning
-rate from the iteration index, so resumed runs follow the same curve; ``schedule="constant"`` disables it).
+Both stages: Adam, lr 3e-4, cosine decay to 0 over the stage's iterations (set from the iteration index, so
+a resumed run follows the same curve; ``schedule="constant"`` disables it). Either stage runs alone:
+``stages="apr"`` (BSN only), ``stages="rd"`` (distil a BSN given by ``weights``), ``stages="apr+rd"``.
 
-Either stage runs alone: ``stages="apr"`` (BSN only, RD off), ``stages="rd"`` (distil a BSN given by
-``weights``), ``stages="apr+rd"``; None (default): ``"apr+rd"`` on CUDA, ``"apr"`` on the CPU.
+The BSN denoises in overlapping, blended tiles of its training crop (``bsn_tile``; half a tile of overlap,
+the windows stacked on the batch axis), and the RD teachers come from the same tiles: its receptive field is
+one-sided and spans the whole image, so a BSN trained on small crops does not transfer to a larger input.
 
-The BSN denoises in overlapping, blended tiles of its training crop (``bsn_tile``: 32^2 on the CPU; half a
-tile of overlap, the windows stacked on the batch axis), and the RD teachers come from the same tiles. Its
-receptive field is one-sided (each branch sees only the rows "above" it, up to the whole image through 5
-shifted pools), so a BSN trained on small crops has seen mostly zero padding in that far context and does not
-transfer to a larger input.
-Measured 2026-12-02 (sessions 7-8) on astronaut 256x256, Gaussian sigma 25 (noisy 20.83 dB), seed 0, 2 threads,
-with the former start (48^2 crops): whole image 14.15 dB; tiles of 16 / 24 / 32 / 40 (overlap a quarter) 23.50 /
-23.59 / 23.54 / 24.08 dB, 32 with overlap 16 / 24 23.73 / 23.75 dB, 48 22.27, 64 18.09, 96 16.01 dB.
+Single-image defaults (``iters``/``crop``/``batch``/``stages``/``s_infer``/``tta`` None; METHODS 4.8
+[DECISION]: random crops of the one image with a random dihedral transform each):
 
-Single-image [DECISION] (METHODS 4.8; no official zero-shot recipe): random crops of the one image with a
-random dihedral transform each, capped iterations, RD optional. Defaults (``iters``/``crop``/``batch``/
-``stages`` None): CUDA 3000 APR iterations on 8 x 128^2 crops, then 1500 RD iterations (the paper's two
-stages); CPU 120 APR iterations on 8 x 32^2 crops and the BSN's output (no RD): on two cores the student does
-not catch up with its teachers within the 90-second budget.
+* CUDA: 3000 APR iterations on 8 x 128^2 crops, then 1500 RD iterations; BSN inference at s=1, tta 1.
+* CPU: 120 APR iterations on 8 x 32^2 crops from the shipped start (``fastdenoise/weights/apr_start.pt``),
+  no RD (the BSN's output is final), s=0, 32^2 tiles, the output averaged over 4 rotations (``tta=4``);
+  training is capped at 65 s (``cpu_time_budget``).
 
-CPU, from the shipped start (``fastdenoise/weights/apr_start.pt``, the default whenever it fits: the former
-start, 1489 APR + 744 RD iterations on 2x48^2 crops, then 3412 APR + 1706 RD iterations on 8x32^2 crops,
-``scripts/pretrain_apr.session8.log``, 62 min in all on 1-2 cores), same setting.
-
-Blind-spot shift at inference on the CPU (session 12; astronaut sigma 25, seed 0, one thread): the BSN start
-alone (``iters=0``, 4 s) with s=0 / 1 / 2 gives 26.34 / 24.55 / 22.44 dB; s=0 coffee 27.00 (+5.93), camera
-26.50 (+5.77); tiles of 24 / 48 / 64 with s=0 26.50 / 24.75 / 23.57 (the default
-stays the training crop, 32; 24 was not tried with the fine-tune). The s=1 blind spot throws
-away what the centre pixel says, which the BSN (trained with the s=5 hole) cannot make up from the rest of
-its window; with s=0 every branch also sees its own row and the net still denoises. On correlated noise s=0
-and s=1 are close (start alone, astronaut +2.81 / +2.25 dB, coffee +2.93 / +3.16). CUDA keeps the paper's
-s=1 (``s_infer=1`` gives it on the CPU too); RD's teachers use their own shifts (``rd_shifts``).
-On the CPU the BSN's output is also averaged over 4 rotations (``tta=4``; CUDA 1): after the default fine-tune
-on camera sigma 25 (2 threads) tta 1 / 2 / 4 / 8 give 26.71 / 26.79 / 26.82 / 26.88 dB, the inference taking
-about 3.5 s per transform (8: 89 s in all, too close to the budget).
-
-The CPU default (120 APR iterations, s=0, tta 4; ``benchmarks/quality.md``, session 13, 2 threads): sigma 25
-astronaut / chelsea / coffee / camera 26.93 / 28.50 / 28.23 / 26.82 dB (+6.10 / +8.22 / +7.16 / +6.09),
-sigma 50 astronaut +8.97, Poisson lambda 30 astronaut +7.22, correlated astronaut
-+3.50 dB; 59-64 s of training plus about 14 s of inference. With tta 1 (one thread
-beside a pretraining job) astronaut 26.85 dB (+6.02), chelsea 28.44 (+8.16), coffee 28.12, camera 26.71. With s=1 (sessions 8-12) the same iterations gave
-astronaut 24.86 (+4.03), coffee 26.77 (+5.70), chelsea 27.22 dB (+6.94) in 53-57 s on 2 threads; the start
-alone with s=1, 60 iterations 24.71 (coffee 26.54), 120 iterations 24.86 dB (with ``tta=8`` 24.96 dB, 78 s;
-150 iterations 24.81 dB, 69 s). The former default (150 APR + 75 RD iterations on 2x64^2 crops, tta 8) gave
-23.51 dB in 158 s. Grayscale: there is no grayscale start yet, so a 1-channel image meets the RGB start as
-three equal channels and the output is their mean (s=1: camera 25.19 dB, +4.46; from scratch 19.42 dB, below
-the noisy 20.73). The student start alone 23.99 dB (tta 8), after 100 RD
-iterations 24.03 dB (30 s): RD on the CPU does not beat its BSN. Single-image APR fine-tuning of the former
-start did not help on 32^2 tiles (150 iterations: lr 1e-3 22.60, lr 3e-4 22.53 against 23.54 dB for the start);
-from scratch the former CPU budget ended below the noisy input (-1.9 dB on an RGB photo). The start has seen
-about 50 million pixels: APR-RD needs a far longer pretraining (a GPU) to reach its paper's numbers.
-
+A grayscale image meets the RGB start as three equal channels and the output is their mean.
 ``rd_iters`` None = half the APR iterations (the APR paper's 200k/400k ratio). Per-step estimates are
 crops, so the engine's output EMA and PSNR log are not used (the step returns no estimate).
+Measurements: ``docs/methods/apr.md``.
 """
 from __future__ import annotations
 
@@ -98,8 +60,8 @@ CUDA_ITERS, CPU_ITERS = 3000, 120
 CUDA_CROP, CPU_CROP = 128, 32   # CPU: the BSN start is trained on, and denoises in, 32^2 tiles
 CUDA_BATCH, CPU_BATCH = 8, 8
 CUDA_STAGES, CPU_STAGES = "apr+rd", "apr"   # CPU: the BSN (on tiles) beats the student within 90 s
-CUDA_S_INFER, CPU_S_INFER = 1, 0            # CPU: the BSN's output is final; s=0 gains 1.8 dB over s=1
-CPU_TTA = 4                                 # CPU: 4 rotations at inference (camera sigma 25 +5.98 -> +6.09 dB)
+CUDA_S_INFER, CPU_S_INFER = 1, 0            # CPU: the BSN's output is final, no blind spot
+CPU_TTA = 4                                 # CPU: 4 rotations at inference (docs/methods/apr.md)
 STAGES = ("apr", "rd", "apr+rd")
 
 __all__ = ["APRConfig", "APR", "build", "fit", "train", "distill", "cosine_lr"]
@@ -117,11 +79,10 @@ class APRConfig(FitConfig):
         bsn_tile: the BSN denoises (its own output, and the RD teachers) in overlapping, blended tiles of
             this side (None: the training ``crop``, 32 on the CPU; overlap half a tile); 0 = the whole
             input. The BSN's one-sided receptive field spans a whole image, and one trained on small crops
-            does not transfer to larger inputs (module docstring): 32^2 tiles give 23.54 dB where the whole
-            256^2 image gives 14.15 dB.
+            does not transfer to larger inputs (module docstring).
         grad_through_reg: gradient also through f(y) (official code) instead of the paper's stop-grad.
         schedule: ``"cosine"`` (to 0 over each stage) or ``"constant"``.
-        crop, batch: training crops (None: 128/8 on CUDA, 64/2 on the CPU).
+        crop, batch: training crops (None: 128/8 on CUDA, 32/8 on the CPU).
         augment: random dihedral transform per crop.
         stages: ``"apr+rd"``, ``"apr"`` (no distillation) or ``"rd"`` (distil the BSN of ``weights``);
             None: ``"apr+rd"`` on CUDA, ``"apr"`` on the CPU (module docstring).
@@ -203,7 +164,7 @@ class APR(CropTraining, Method):
         return ("bsn", "student")
 
     def model_channels(self, in_ch: int) -> int:
-        # a grayscale image meets the RGB start as three equal channels (there is no grayscale start yet)
+        # a grayscale image meets the RGB start as three equal channels (there is no grayscale start)
         rgb_start = self.cfg.init == "start" and not self.cfg.weights and in_ch == 1
         return 3 if rgb_start and self.start_path(1) is None and self._rgb_start_fits() else in_ch
 

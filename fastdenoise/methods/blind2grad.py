@@ -13,39 +13,30 @@ Per iteration (single-image mode, Self2Self style; every open choice is the METH
 5. ``x_m``: EMA (decay ``xm_decay``) of f(y), copied into the mask reference every ``refresh_every``
    iterations (the "recurrent" dual mask); before the first refresh ``x_m = y`` (plain exact-count mask).
 
-Inference: the average of ``n_samples`` = 40 stochastic predictions (CPU default: 10; fresh dual masks
-and the network's T-standout dropout kept on, Self2Self style; BatchNorm in eval mode); ``n_samples=1``
-or ``infer="single"`` is one deterministic pass on the unmasked image. ``infer_cycles`` (CPU default 2,
-CUDA 1) reruns that ensemble with the previous ensemble's output as the dual masks' reference x_m (the
-recurrent mask carried one step past training): with the few CPU iterations the run's x_m is still close
-to y, and the second cycle gains 0.1-0.2 dB on the default fit (astronaut sigma 25 25.16 -> 25.36 dB,
-chelsea 27.74 -> 27.88; +9 s at 10 samples); a third cycle gains nothing more.
+Inference: the average of ``n_samples`` stochastic predictions (fresh dual masks and the network's
+T-standout dropout kept on, Self2Self style; BatchNorm in eval mode); ``n_samples=1`` or
+``infer="single"`` is one deterministic pass on the unmasked image. ``infer_cycles`` reruns that ensemble
+with the last ensemble's output as the dual masks' reference x_m (the recurrent mask carried one step past
+training).
 
 BatchNorm with a start (``freeze_bn``, default True when the network begins from a start or ``weights``,
 on every device): single-image training normalises with the start's running statistics and leaves them
-as they are. The net's decoder BatchNorm otherwise trains on a batch of M copies of one crop, whose
-statistics are noisy, and the running averages at the end of a short run are those of the last few crops,
-which is what inference normalises with. Measured on the CPU default (sigma 25, seed 0, from the shipped
-start of session 13, 150 iterations): astronaut 25.35 -> 27.00 dB, chelsea 27.89 -> 28.80; the fine-tune no
-longer undoes a better start (session-11 white-noise candidate: astronaut 24.98 -> 27.63, chelsea 27.59 ->
-29.26; the session-14 start, 3500 iterations more: 28.25). From random weights (``init="scratch"``) and in
-dataset mode BatchNorm trains on batch statistics, as the paper. With frozen statistics the session-14
-start needs fewer steps: astronaut 28.06 / 28.41 / 28.25 dB at 60 / 100 / 150 iterations, so the CPU
-default is 100 (the loop 67 s and the inference 18 s on 2 threads of this VM on a slow day; 150 took 100 s
-of training then). At 100 iterations the training's x_m is never refreshed (``refresh_every`` 100): the
-dual masks of training are plain exact-count masks, and the two inference cycles build x_m.
+as they are, instead of training them on a batch of M copies of one crop. From random weights
+(``init="scratch"``) and in dataset mode BatchNorm trains on batch statistics, as the paper.
 
 Network: :class:`~fastdenoise.models.blind2grad_net.Blind2GradNet`, wrapped as a single-input module
 (image and visible mask concatenated on channels) so the engine's network call, CUDA-graph capture and
 checkpoints apply unchanged.
 
-Learning rate (deviation, documented): the paper's Adam lr 2e-5 (1e-5 real noise) needs thousands of
-full-image iterations; with the CPU budget of a few hundred iterations it barely moves the network.
-The default here is **lr 1e-4 on CUDA (2000 iterations, M=4 masks)** and **lr 5e-4 on the CPU
-(100 iterations, M=2 masks, 128x128 random crops per step)**; ``lr=2e-5`` restores the paper's value
-(``lr`` None picks the device default). On the CPU each step trains on one random ``crop`` of the
-image (``crop=None`` trains on the whole image, as the paper; the default crop is None on CUDA), with the
-x_m EMA updated on the crop's region.
+Defaults (deviation from the paper's Adam lr 2e-5, 1e-5 on real noise, which needs thousands of
+full-image iterations; ``lr=2e-5`` restores it):
+
+* CUDA: 2000 iterations on the whole image, lr 1e-4, M=4 masks, 40 samples, 1 inference cycle.
+* CPU: 100 iterations from the shipped start (``fastdenoise/weights/blind2grad_start.pt``), lr 5e-4, M=2
+  masks, one random 128x128 crop per step (the x_m EMA updated on the crop's region; ``crop=0`` trains on
+  the whole image), 10 samples, 2 inference cycles; training is capped at 65 s (``cpu_time_budget``).
+
+Measurements: ``docs/methods/blind2grad.md``.
 """
 from __future__ import annotations
 

@@ -10,40 +10,20 @@ Per iteration:
    lambda ramps per iteration, ``lambda_t = gamma (t + 1) / T`` with gamma = 2 (sRGB; 1 for raw);
 5. Adam (lr below), constant.
 
-Network: :class:`~fastdenoise.models.unet_nb2nb.UNetNb2Nb` (1.26M params). There is no official single-image setting ([DECISION] in METHODS 3.4). Defaults:
+Network: :class:`~fastdenoise.models.unet_nb2nb.UNetNb2Nb` (1.26M params). There is no official
+single-image setting ([DECISION] in METHODS 3.4). Defaults:
 
 * **CUDA: 2000 iterations, Adam lr 3e-4, upstream init** (Kaiming-normal x 0.1; the 2-5k range of
-  METHODS 3.4, a few seconds on a GPU).
-* **CPU: 400 iterations, Adam lr 1e-3, init x 0.3** (about 2 minutes for a 128x128 image, 7 for
-  256x256, on two cores).
+  METHODS 3.4).
+* **CPU: 150 iterations from the shipped start** (``fastdenoise/weights/nb2nb_start.pt``, the default
+  whenever it fits) at Adam lr 1e-3; from scratch 400 iterations, lr 1e-3, init x 0.3 (a fresh U-Net at
+  x 0.1 first sits on a blurry plateau below the noisy input for hundreds of iterations; the larger
+  init and lr leave it sooner).
 * **Output EMA 0.98** (``ema``; ``None`` returns the last iterate): the per-iteration estimate ``f(y)``
   wobbles by about 1 dB from one iteration to the next; the EMA (a ~50-iteration window) smooths it.
 
-Why the CPU schedule differs (measured on 128x128 crops, sigma 25, seed 0): from the upstream x 0.1
-init, a fresh U-Net fitted to one image first sits on a blurry, desaturated plateau (19-21 dB, below the
-noisy input) and leaves it after a number of iterations that varies by image: about 800 for astronaut at
-lr 3e-4; about 150 for astronaut but 500 for coffee at lr 1e-3. At 2000 iterations and lr 3e-4 (the CUDA
-default) coffee ends at 27.90 dB, so the upstream init is kept there. A 400-iteration budget needs the
-plateau gone sooner: x 0.3 at lr 1e-3 left it by iteration ~150 on coffee (PSNR trace), and ends at
-+5.9 to +8.7 dB after 400 iterations on every image and seed tried (below). The scale and the learning
-rate go together: x 1.0 overfits the noise (24.7 dB at 200 iterations, 22.9 at 400), x 0.3 at lr 3e-4
-for 2000 iterations collapses on coffee (18.1 dB), and x 0.1 at lr 2e-3 diverged on coffee.
-``init_scale``/``lr``/``iters`` override each choice.
-
-Measured with the CPU defaults on 128x128 centre crops (seed 0, 1 thread; PSNR of the returned EMA):
-sigma 25: astronaut 21.23 -> 28.57 (``make quality``), coffee 21.12 -> 29.80, chelsea 20.36 -> 29.03,
-camera (grayscale) 21.11 -> 27.05 dB; astronaut sigma 50 15.73 -> 25.25 dB, Poisson 30 20.75 -> 28.23
-dB; other seeds: coffee 28.96, chelsea 27.48 (seed 1), astronaut 28.29 dB (seed 2). The previous CPU
-default (200 iterations, lr 3e-4, x 0.1 init) gave 19.34 dB on astronaut sigma 25.
-
-Nb2Nb assumes pixel-independent noise: it does poorly on spatially correlated (real sRGB) noise.
-
-CPU from the shipped start (``fastdenoise/weights/nb2nb_start.pt``, 1992 dataset-mode iterations on 4x128^2
-noisy crops, 21 min on one core; the default whenever it fits): **150 iterations** at the CPU lr. Measured
-2026-12-02 (astronaut 256x256, Gaussian sigma 25, 20.83 dB, seed 0, 2 threads): the start alone 24.30 dB;
-150 iterations 27.77 dB (49 s; lr 3e-4: 27.53), 200 iterations 28.16 dB (66 s), 250 iterations 28.49 dB
-(94 s, over the 90 s budget). The default was 200 until session 13: on this VM the same 200 iterations took
-66 s in one run and 107-123 s in another (the host's speed drifts), so 150 keeps the 90 s budget with room.
+``init_scale``/``lr``/``iters`` override each choice. Nb2Nb assumes pixel-independent noise: it does
+poorly on spatially correlated (real sRGB) noise. Measurements: ``docs/methods/nb2nb.md``.
 """
 from __future__ import annotations
 

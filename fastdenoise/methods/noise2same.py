@@ -21,43 +21,19 @@ statistics (TF momentum 0.997) are still far from the data, so by default infere
 statistics of the image itself (``bn_infer="batch"``, running statistics left untouched);
 ``bn_infer="running"`` is the upstream eval mode (right after long dataset training).
 
-Defaults per device (``iters``/``crop``/``batch`` None):
+Defaults per device (``iters``/``crop``/``batch``/``base`` None):
 
-* CUDA: 3000 iterations, 64x64 crops, batch 16 (a few thousand steps, METHODS 5.4).
-* CPU: 300 iterations, 48x48 crops, batch 4 and a **narrower U-Net (base 48, 1.4M parameters instead of
-  base 96, 5.6M)** -- the full network costs about 1 GMAC per pixel, so batch 16 x 64^2 takes many
-  seconds per step on two cores. Pass ``iters``/``crop``/``batch``/``base`` to trade time for quality.
-
-CPU, from the shipped start (``fastdenoise/weights/noise2same_start.pt``, the CPU-width network trained in
-dataset mode by ``scripts/pretrain.py --method noise2same``; the default whenever it fits the network;
-grayscale images get it folded over the colour channels): **the start alone, 0 iterations, with an
-8-transform self-ensemble** (``tta=8``; 2-5 s for 256x256 on 2 threads). ``iters=N`` fine-tunes on the
-image (its weights averaged by a weight EMA of decay 0.97, ``weight_ema``). The shipped start since
-session 13: 21000 more dataset iterations on Gaussian and Poisson noise (seed 3, weight EMA 0.999, 104 min on
-one core; ``scripts/pretrain_noise2same.session13-white.log``), held-out astronaut 26.37 -> 26.81 dB; the
-start alone, quality table (session 13): Gaussian 25 astronaut / chelsea / coffee 26.84 / 28.64 / 28.02 dB
-(+6.01 / +8.36 / +6.95), Gaussian 50 astronaut 24.93 (+9.53). Measured 2026-12-03 (session
-11; 256x256, seed 0, 2 threads) with the session-11 start (the session-5 start plus 3228 + 3679 dataset
-iterations on Gaussian and Poisson noise only, weight EMA 0.999; held-out astronaut 25.34 -> 26.37 dB):
-
-* the start alone: Gaussian 25 astronaut / chelsea / coffee / camera +5.57 / +8.00 / +6.58 / +6.24 dB,
-  Gaussian 50 +8.75 / +10.59 / +9.41 / +8.35, Poisson 30 +7.13 / +8.98 / +7.50 / +7.54, correlated 25
-  +2.94 / +4.12 / +3.53 / +2.72;
-* 300 fine-tune iterations from it (the former default, 68 s): astronaut 25.66 dB, 0.7 dB **below** the
-  start alone; at lr 2e-5 25.52; at lr 1e-9 (weights frozen: BatchNorm statistics and the EMA only)
-  26.40, so it is the weight updates on crops of one image that cost, not the statistics;
-* with the former start, whose fine-tune gained a little (start alone 25.37 with tta 8): 300 iterations,
-  EMA 0.97, 25.44 / 26.07 (seeds 0 / 2); the last iterate of 100 iterations scattered over seeds 0-3
-  (25.71 / 25.34 / 23.34 / 25.36), which the weight EMA removed.
-
-The fused path and the reference configuration give the same loss to 6e-8 for two steps and then part by
-float rounding (3e-5 at step 3), which the fine-tune amplifies like any other perturbation: the input
-times (1 + 1e-7) moves the former default's result by 0.13 dB. That is the "fused - ref" column of the
-quality table, not a difference of the ops (``tests/test_noise2same.py`` compares those).
-From scratch (``init="scratch"``, or a network the start does not fit) the CPU default stays 300 iterations.
+* CUDA: 3000 iterations, 64x64 crops, batch 16, U-Net base 96 (5.6M parameters; METHODS 5.4).
+* CPU: a narrower U-Net (base 48, 1.4M parameters; the full network costs about 1 GMAC per pixel).
+  From the shipped start (``fastdenoise/weights/noise2same_start.pt``, the default whenever it fits;
+  grayscale images get the RGB start folded over the colour channels): **the start alone, 0 iterations,
+  with an 8-transform self-ensemble** (``tta=8``); ``iters=N`` fine-tunes on 48x48 crops, batch 4, with a
+  weight EMA of decay 0.97 (``weight_ema``). From scratch (``init="scratch"``, or a network the start does
+  not fit): 300 iterations.
 
 CUDA graphs are off by default (``cuda_graph=False``): both passes have the same shape and carry
 gradients, so they would share one captured graph's static buffers.
+Measurements: ``docs/methods/noise2same.md``.
 """
 from __future__ import annotations
 

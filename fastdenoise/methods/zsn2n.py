@@ -14,16 +14,9 @@ Per iteration, on the whole noisy image ``y`` (the network ``f`` predicts noise;
 Network: :class:`~fastdenoise.models.zsn2n.ZSN2NNet` (22,275 parameters, 45x fewer than P2N's U-Net).
 Result: ``y - f(y)`` after the last step, or with ``ema`` set the EMA of the steps' estimates.
 
-Defaults: CUDA 2000 iterations (the paper's). CPU: 1000 iterations, output EMA 0.99 (measured on 2
-threads, see the README's ZS-N2N section: the network is launch- and memory-bound, not FLOP-bound, and
-the estimate after 1000 iterations is within a few tenths of a dB of the one after 2000).
-
-CPU from the shipped start (``fastdenoise/weights/zsn2n_start.pt``, 3985 dataset-mode iterations on 4x128^2
-noisy crops, 9 min on one core; the default whenever it fits): **600 iterations**. Measured 2026-12-02
-(Gaussian sigma 25, 256x256, seed 0, 1 thread): astronaut start alone 26.45 dB, 300 iterations 28.61,
-1000 iterations 29.03 dB (from scratch 1000 iterations: 28.63); coffee 26.60 / 30.06 dB at 0 / 300. The start
-gets to the scratch result in a third of the iterations. On the CPU the output is the mean over the 8
-dihedral transforms (``tta=8``; 28.73 instead of 28.61 dB at 300 iterations).
+Defaults: CUDA 2000 iterations (the paper's), tta 1. CPU: 600 iterations from the shipped start
+(``fastdenoise/weights/zsn2n_start.pt``, the default whenever it fits), 1000 from scratch, and the output
+averaged over the 8 dihedral transforms (``tta=8``). Measurements: ``docs/methods/zsn2n.md``.
 """
 from __future__ import annotations
 
