@@ -133,7 +133,7 @@ def main(argv=None) -> int:
                          "(with --channels 1: begin from the RGB start, its image-facing weights summed/averaged "
                          "over the colour channels)")
     ap.add_argument("--weights", default=None, help="begin from this weights file (a start or a trainer checkpoint, "
-                                                    "e.g. a candidate start) instead of --init")
+                                                    "e.g. one of your own) instead of --init")
     ap.add_argument("--rgb-start", default=None, help="with --init rgb: the RGB start to fold (default: the shipped "
                                                       "fastdenoise/weights/<method>_start.pt)")
     ap.add_argument("--export", action="store_true", help="no training: write OUT from OUT.ckpt (a run that "

@@ -12,12 +12,12 @@ ships its own (a documented deviation, METHODS.md 2.2). This script reproduces t
 
 The result is an fp16 state dict (about 2 MB) in ``fastdenoise/weights/unet_n2n_gauss.pt``.
 
-The shipped weights are two stages on one CPU core (logs committed beside this script):
-    # stage 1 (scripts/pretrain_p2n.stage1.log; cut by --max-minutes at iteration 784, which --stop-at reproduces)
+The shipped weights are two stages on one CPU core (logs in benchmarks/results/training-logs/):
+    # stage 1 (pretrain_p2n.stage1.log; cut by --max-minutes at iteration 784, which --stop-at reproduces)
     python scripts/pretrain_p2n.py --iters 2600 --stop-at 784 --patch 64 --batch 8 --threads 1 --out stage1.pt
-    # stage 2 (scripts/pretrain_p2n.log): a fresh cosine schedule from the stage-1 weights, another data seed
+    # stage 2 (pretrain_p2n.stage2.log): a fresh cosine schedule from the stage-1 weights, another data seed
     python scripts/pretrain_p2n.py --init stage1.pt --seed 1 --iters 4000 --patch 64 --batch 8 --threads 1 \
-        2>&1 | tee scripts/pretrain_p2n.log
+        2>&1 | tee benchmarks/results/training-logs/pretrain_p2n.stage2.log
 """
 from __future__ import annotations
 

@@ -51,8 +51,8 @@ def test_weight_ema_run_and_export_of_a_stopped_run(pretrain, tmp_path, capsys, 
         assert torch.equal(v, wema[k]), k     # the export ships the average, not the live network
 
 
-def test_weights_option_begins_from_a_candidate_file(pretrain, tmp_path, capsys):
-    """``--weights FILE`` begins from a candidate start (not the shipped one), and bad values say so."""
+def test_weights_option_begins_from_a_weights_file(pretrain, tmp_path, capsys):
+    """``--weights FILE`` begins from that file (not the shipped start), and bad values say so."""
     first, second = str(tmp_path / "a.pt"), str(tmp_path / "b.pt")
     base = ["--method", "zsn2n", "--crop", "32", "--batch", "2", "--dead-leaves", "0", "--log-every", "1"]
     assert pretrain.main([*base, "--iters", "0", "--init", "scratch", "--seed", "3", "--out", first]) == 0

@@ -1,6 +1,6 @@
-"""A candidate start through ``fastdenoise.denoise`` at the method's CPU default (session-11 experiment).
+"""Evaluate a weights file (or the shipped start) through ``fastdenoise.denoise`` at the method's CPU default.
 
-usage: python scripts/experiments/eval_start.py METHOD WEIGHTS|shipped IMAGES SEEDS [key=value ...]
+usage: python tools/eval_weights.py METHOD WEIGHTS|shipped IMAGES SEEDS [key=value ...]
   IMAGES, SEEDS: comma lists (astronaut,coffee / 0,1); key=value: config fields (iters=0: the start alone,
   noise=gaussian:25). Prints PSNR, gain and seconds per (image, seed), then the mean gain.
 """
