@@ -9,6 +9,10 @@ installed) as rows. Writes benchmarks/quality.md (markdown) and benchmarks/resul
 `--resume` keeps the rows of an interrupted run (benchmarks/results/quality-<device>.partial.jsonl);
 `--partial` only writes the table of those rows, marked partial, computing nothing.
 `--cpu-reduced`: the same protocol on one image, one noise level and a 128x128 crop; the table says so.
+`--noise` takes any comma-separated specs of :func:`fastdenoise.noise.parse_noise`, e.g. `camera` (scored
+against the noise-free rendering) or `camera:shot=0.01,read=2e-5`. The camera-noise section that
+`benchmarks/camera_sweep.py --markdown --quality` writes at the end of quality.md is kept when the table is
+rewritten.
 """
 from __future__ import annotations
 
@@ -27,8 +31,10 @@ from fastdenoise.evaluate import evaluate
 from fastdenoise.evaluate import format_table
 from fastdenoise.evaluate import rows_to_json
 from fastdenoise.methods import available
+from fastdenoise.noise import split_noises
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+CAMERA_SECTION = "<!-- camera-noise section: written by benchmarks/camera_sweep.py --markdown --quality -->"
 
 
 def _write_atomic(path: str, text: str) -> None:
@@ -84,14 +90,14 @@ def main(argv=None) -> int:
     images, rows = split(a.images), []
     ref_images = set(split(a.reference_images)) if a.reference_images else set(images)
     for im in ([] if a.partial else images):     # one image at a time: the reference runs only where asked
-        rows += evaluate([im], split(a.noise), split(a.methods), crop=a.crop, device=a.device, init=a.init,
+        rows += evaluate([im], split_noises(a.noise), split(a.methods), crop=a.crop, device=a.device, init=a.init,
                          reference=not a.no_reference and im in ref_images, done=done, on_row=keep)
     scope = ("REDUCED CPU table (astronaut only, Gaussian sigma 25, 128x128 centre crop; the full table: "
              "`make quality`, about 2 h on 2 CPU threads)" if a.cpu_reduced else
              f"{a.crop}x{a.crop} centre crops of {a.images.replace(',', ', ')}; noise {a.noise.replace(',', ', ')}")
     if a.partial:
         rows = done
-        total = len(images) * len(split(a.noise)) * (len(split(a.methods)) + 2)   # + noisy, BM3D
+        total = len(images) * len(split_noises(a.noise)) * (len(split(a.methods)) + 2)   # + noisy, BM3D
         scope = (f"**PARTIAL** ({len(rows)} of about {total} rows so far; the run continues with `--resume`): "
                  + scope)
         argv = [v for v in argv if v != "--partial"] + ([] if "--resume" in argv else ["--resume"])
@@ -102,6 +108,11 @@ def main(argv=None) -> int:
             "its default iterations for this device; `ref` = the reference configuration (plain-torch ops, fp32, "
             "no CUDA graphs), same seeds and iterations. PSNR/SSIM: METHODS.md 1.2 default (clamp, uint8, "
             "peak 255; 11x11 Gaussian SSIM).\n\n" + format_table(rows) + "\n")
+    if os.path.exists(a.out):        # keep the camera-noise section (benchmarks/camera_sweep.py) below the table
+        with open(a.out) as f:
+            old = f.read()
+        if CAMERA_SECTION in old:
+            text = text.rstrip("\n") + "\n\n" + old[old.index(CAMERA_SECTION):]
     _write_atomic(a.out, text)
     _write_atomic(os.path.join(HERE, "results", f"{stem}-{slug}.json"),
                   json.dumps({"environment": env, "args": vars(a), "rows": rows_to_json(rows)}, indent=1))

@@ -392,7 +392,9 @@ def cmd_eval(a) -> int:
     if unknown:
         print(f"unknown method(s) {unknown}; available: {', '.join(_methods())} or 'all'", file=sys.stderr)
         return 2
-    rows = evaluate(split(a.images), split(a.noise), methods, crop=a.crop, device=a.device, seed=a.seed,
+    from fastdenoise.noise import split_noises
+
+    rows = evaluate(split(a.images), split_noises(a.noise), methods, crop=a.crop, device=a.device, seed=a.seed,
                     reference=a.reference, iters=a.iters, init=a.init, progress=None if a.json else print)
     if a.json:
         print(json.dumps({"environment": environment(), "rows": rows_to_json(rows)}, indent=1))
@@ -507,7 +509,9 @@ def build_parser() -> argparse.ArgumentParser:
                                    "print a table (noisy input and BM3D, if installed, as rows).")
     e.add_argument("--method", default="p2n", help=f"comma-separated methods (default p2n), e.g. p2n,nb2nb, or 'all' ({', '.join(methods)})")
     e.add_argument("--noise", default="gaussian:25", help="comma-separated: gaussian:SIGMA255, poisson:LAMBDA, correlated:SIGMA255[:K] (filtered), "
-                   "demosaic:LAMBDA[:READ] (raw through demosaicing)")
+                   "demosaic:LAMBDA[:READ] (raw through demosaicing), camera[:shot=S,read=R,...|random] (sRGB "
+                   "unprocessed to raw, sensor noise, processed back; scored against the noise-free rendering), "
+                   "microscopy[:LAMBDA[:READ[:PSF]]] (Poisson-Gaussian, optional blur)")
     e.add_argument("--images", default="astronaut", help="comma-separated: astronaut,chelsea,coffee,camera")
     e.add_argument("--crop", type=int, default=256)
     e.add_argument("--iters", type=int, default=None, help="iterations (default: each method's)")

@@ -5,7 +5,9 @@ Used by ``fastdenoise eval`` and ``python -m benchmarks.quality`` (the committed
 told the noise model, see :func:`_bm3d`) and each method's PSNR/SSIM (METHODS.md 1.2 default convention: clamp, round to uint8, peak 255;
 MATLAB-style 11x11 Gaussian SSIM per channel), iterations and seconds; with ``reference=True`` each
 method also runs in its reference configuration (plain-torch ops, fp32, no graphs) with the same seeds
-and iterations, and the PSNR difference is reported.
+and iterations, and the PSNR difference is reported. Each output is scored against the noise spec's
+noise-free reference (:meth:`fastdenoise.noise.NoiseSpec.target`): the sample itself, or for ``camera``
+noise the sample through the same camera pipeline without noise (demosaicing included).
 """
 from __future__ import annotations
 
@@ -87,11 +89,30 @@ def anscombe_inverse(d: np.ndarray) -> np.ndarray:
     return np.maximum(d * d / 4 + r / 4 / d - 11 / 8 / d ** 2 + 5 * r / 8 / d ** 3 - 1 / 8, 0.0)
 
 
-def _bm3d(noisy: np.ndarray, clean: np.ndarray, noise: str) -> np.ndarray | None:
+def camera_noise_psd(spec, sample: np.ndarray, target: np.ndarray, draws: int = 8) -> np.ndarray:
+    """(H, W, C) noise power spectral density of ``spec`` (e.g. camera noise) on ``sample`` (H, W, C) in the
+    ``bm3d`` package's convention (``sigma^2 * H * W`` for white noise), by a Monte-Carlo of the noise model:
+    ``|FFT2(noisy - target)|^2`` averaged over ``draws`` realisations (seeds 1000, 1001, ...); for 3 channels
+    the residuals are first taken to BM3D's opponent colour space (``bm3d.rgb_to(.., 'opp')``'s matrix),
+    where BM3D filters, so that the channels' shared noise is accounted for."""
+    a = np.array([[1 / 3, 1 / 3, 1 / 3], [0.5, 0, -0.5], [0.25, -0.5, 0.25]])
+    acc = 0.0
+    for j in range(draws):
+        r = np.asarray(spec(sample, seed=1000 + j), np.float64) - target.astype(np.float64)
+        if r.shape[-1] == 3:
+            r = r @ a.T
+        acc = acc + np.abs(np.fft.fft2(r, axes=(0, 1))) ** 2
+    return acc / draws
+
+
+def _bm3d(noisy: np.ndarray, clean: np.ndarray, noise: str, sample: np.ndarray | None = None) -> np.ndarray | None:
     """BM3D told the known noise model, as the Gaussian rows are told sigma: the noise PSD for correlated
     noise (:func:`bm3d_noise`) and, for Poisson noise of a fixed ``lam``, the Anscombe transform of the counts
     (noise std 1), BM3D, and the exact unbiased inverse, the standard way to run BM3D on Poisson data (given
-    only a std, BM3D gains 4-5 dB less on Poisson lambda 30). Other noises: the estimated std."""
+    only a std, BM3D gains 4-5 dB less on Poisson lambda 30). Camera noise, given the clean ``sample`` the
+    noise was made from: the per-channel PSD in BM3D's opponent colour space from a Monte-Carlo of the
+    camera pipeline (:func:`camera_noise_psd`; ``clean`` is the noise-free rendering). Other noises: the
+    estimated std."""
     if importlib.util.find_spec("bm3d") is None:
         return None
     if not hasattr(np, "trapz"):    # bm4d 4.x (under bm3d) calls np.trapz for PSDs; numpy 2 renamed it
@@ -106,6 +127,13 @@ def _bm3d(noisy: np.ndarray, clean: np.ndarray, noise: str) -> np.ndarray | None
         return np.asarray(bm3d.bm3d(z[..., 0], sigma), dtype=np.float64)[..., None]
 
     spec = parse_noise(noise)
+    if spec.kind == "camera" and sample is not None:
+        psd = camera_noise_psd(spec, sample, clean)
+        if noisy.shape[-1] != 3:
+            return run(noisy, psd[..., 0]).astype(np.float32)
+        z, imax, imin, _, _ = bm3d.rgb_to(noisy.astype(np.float64), "opp")
+        y = np.asarray(bm3d.bm3d(z, psd / ((imax - imin) ** 2)[None, None, :]), dtype=np.float64)
+        return bm3d.rgb_to(y, "opp", True, imax, imin)[0].astype(np.float32)
     if spec.kind == "poisson" and not isinstance(spec.level, tuple):
         lam = float(spec.level)
         vst = 2.0 * np.sqrt(np.maximum(noisy.astype(np.float64) * lam, 0.0) + 0.375)
@@ -124,7 +152,7 @@ def evaluate(images=SAMPLES, noises=NOISES, methods=None, *, crop: int = 256, de
     from fastdenoise.api import clear_cache
     from fastdenoise.api import denoise
     from fastdenoise.io import load_sample
-    from fastdenoise.noise import add_noise
+    from fastdenoise.noise import parse_noise
 
     methods = available() if methods is None else list(methods)
     have = {(r.image, r.noise, r.method): r for r in (done or [])}
@@ -142,14 +170,18 @@ def evaluate(images=SAMPLES, noises=NOISES, methods=None, *, crop: int = 256, de
         rows.append(row)
 
     for name in images:
-        clean = np.asarray(load_sample(name, crop=crop), dtype=np.float32)
+        sample = np.asarray(load_sample(name, crop=crop), dtype=np.float32)
         for k, noise in enumerate(noises):
-            noisy = np.asarray(add_noise(clean, noise, seed=seed + k), dtype=np.float32)
+            spec = parse_noise(noise)
+            noisy = np.asarray(spec(sample, seed=seed + k), dtype=np.float32)
+            # the noise-free reference: the sample itself, or (camera, microscopy with a PSF) the sample
+            # through the same pipeline without noise (NoiseSpec.target)
+            clean = np.asarray(spec.target(sample, seed=seed + k), dtype=np.float32)
             emit((name, noise, "noisy"), lambda: Row(name, noise, "noisy", *_metrics(noisy, clean)))
 
             def bm3d_row():
                 t0 = time.perf_counter()
-                b = _bm3d(noisy, clean, noise)
+                b = _bm3d(noisy, clean, noise, sample=sample)
                 return None if b is None else Row(name, noise, "bm3d", *_metrics(b, clean),
                                                   seconds=time.perf_counter() - t0)
 

@@ -262,3 +262,19 @@ def test_camera_params_validation():
         noise.add_camera(torch.rand(3, 8, 8), seed=0, iso=100)
     with pytest.raises(ValueError, match="psf"):
         noise.add_microscopy(torch.rand(1, 8, 8), seed=0, psf=5.0)
+
+
+def test_evaluate_scores_camera_noise_against_the_noise_free_rendering():
+    from fastdenoise.evaluate import _metrics
+    from fastdenoise.evaluate import evaluate
+    from fastdenoise.io import load_sample
+
+    rows = evaluate(["astronaut"], noise.split_noises("gaussian:25,camera:shot=0.004,read=2e-5"), [], crop=32,
+                    seed=3, progress=None)
+    noisy = [r for r in rows if r.method == "noisy"]
+    assert [r.noise for r in noisy] == ["gaussian:25", "camera:shot=0.004,read=2e-5"]
+    x = load_sample("astronaut", crop=32)
+    spec = noise.parse_noise("camera:shot=0.004,read=2e-5")
+    y = np.asarray(spec(x, seed=4), np.float32)           # the second noise: seed + 1
+    assert noisy[1].psnr == pytest.approx(_metrics(y, np.asarray(spec.target(x, seed=4), np.float32))[0])
+    assert noisy[1].psnr != pytest.approx(_metrics(y, x)[0], abs=0.1)
