@@ -10,6 +10,16 @@
   a raw sensor image: the clean RGB image sampled on an RGGB Bayer mosaic, Poisson-Gaussian noise on the
   mosaic (``Poisson(lam * x) / lam`` plus read noise of std ``READ / 255``, default 2), then bilinear
   demosaicing, so neighbouring pixels and channels share noise.
+* Camera noise (:func:`add_camera`, spec ``camera[:...]``), made the "unprocessing" way of Brooks et al.,
+  CVPR 2019: sRGB -> raw by inverting a camera pipeline (smoothstep tone curve, gamma 2.2, a colour matrix
+  mixed from four real cameras', white-balance and brightening gains), an RGGB mosaic, sensor noise of
+  variance ``shot * raw + read`` with ``log(read) = 2.18 log(shot) + 1.20 + N(0, 0.26^2)`` (the paper's
+  fit to real sensors), bilinear demosaicing and the forward pipeline back to sRGB. Every parameter is a
+  field of :class:`CameraParams` (given, or drawn per image from the seed, and returned by
+  ``NoiseSpec.apply(..., return_params=True)``). Denoisers are scored against the noise-free rendering
+  (:meth:`NoiseSpec.target`).
+* Fluorescence microscopy (:func:`add_microscopy`, spec ``microscopy[:...]``): Poisson-Gaussian noise on
+  the signal, optionally blurred by a Gaussian PSF first.
 
 Randomness: a ``torch.Generator`` on the CPU seeded with ``seed``; all values are drawn on the CPU and
 moved to ``x``'s device, so a given seed gives the same noise on every device. Draw order: with a

@@ -278,3 +278,42 @@ def test_evaluate_scores_camera_noise_against_the_noise_free_rendering():
     y = np.asarray(spec(x, seed=4), np.float32)           # the second noise: seed + 1
     assert noisy[1].psnr == pytest.approx(_metrics(y, np.asarray(spec.target(x, seed=4), np.float32))[0])
     assert noisy[1].psnr != pytest.approx(_metrics(y, x)[0], abs=0.1)
+
+
+def test_camera_sweep_markdown_and_quality_section(tmp_path, monkeypatch):
+    """camera_sweep --markdown renders the JSONL rows (computing nothing) into quality.md's camera section,
+    which benchmarks.quality keeps when it rewrites the table."""
+    import json
+    import os
+
+    from benchmarks import camera_sweep
+    from benchmarks import quality
+
+    rows = [{"image": "astronaut", "method": "noisy", "phase": "base", "iters_asked": None, "psnr": 23.86,
+             "ssim": 0.5, "psnr_orig": 21.6, "noise_params": [{"shot": 0.004, "read": 2e-5}], "git": {"head": "abc"}},
+            {"image": "astronaut", "method": "p2n", "phase": "1x", "iters_asked": 50, "iters": 50, "psnr": 27.0,
+             "ssim": 0.7, "psnr_orig": 24.0, "seconds": 80.0},
+            {"image": "astronaut", "method": "apr", "phase": "1x", "iters_asked": 120, "error": "boom"}]
+    jl = tmp_path / "rows.jsonl"
+    jl.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    qmd = tmp_path / "quality.md"
+    qmd.write_text("# Quality table\n\nold table\n")
+    monkeypatch.setattr(camera_sweep, "HERE", str(tmp_path))
+    assert camera_sweep.main(["--markdown", "--quality", "--out", str(jl), "--md", str(tmp_path / "c.md")]) == 0
+    text = qmd.read_text()
+    assert text.startswith("# Quality table\n\nold table\n") and camera_sweep.SECTION in text
+    assert "| astronaut | p2n | 50 | 27.00 | 0.7000 | 24.00 | 80.0 |" in text
+    assert "| p2n | 50 | 1 | 27.00 | 0.7000 | +3.14 | +3.14 |" in text and "apr 1x" in text
+    # rewriting the section replaces it; the quality table keeps it
+    assert camera_sweep.main(["--markdown", "--quality", "--out", str(jl), "--md", str(tmp_path / "c.md")]) == 0
+    assert qmd.read_text().count(camera_sweep.SECTION) == 1
+    monkeypatch.setattr(quality, "HERE", str(tmp_path))
+    monkeypatch.setattr(quality, "environment", lambda: {"device": "cpu (test)", "torch": "x", "date": "d"})
+    os.makedirs(tmp_path / "results")
+    with open(tmp_path / "results" / "quality-cpu.partial.jsonl", "w") as f:
+        f.write(json.dumps({"image": "astronaut", "noise": "camera", "method": "noisy", "psnr": 23.86,
+                            "ssim": 0.5}) + "\n")
+    assert quality.main(["--partial", "--images", "astronaut", "--noise", "camera", "--out", str(qmd)]) == 0
+    text = qmd.read_text()
+    assert "| astronaut | camera | noisy |" in text and text.count(camera_sweep.SECTION) == 1
+    assert "| astronaut | p2n | 50 | 27.00 |" in text
