@@ -20,6 +20,9 @@ def pytest_addoption(parser):
 def pytest_configure(config):
     dev = config.getoption("--device") or ("cuda" if torch.cuda.is_available() else "cpu")
     os.environ["FASTDENOISE_TEST_DEVICE"] = dev
+    config.addinivalue_line(
+        "markers", "cpu_only(reason): the test checks CPU behaviour (CPU defaults, bit-exact repeats, CPU-only "
+        "tools); it runs on the CPU on every machine, as if no GPU were present")
 
 
 def pytest_collection_modifyitems(config, items):
@@ -29,6 +32,17 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(autouse=True)
+def _cpu_only(request, monkeypatch):
+    """Tests marked ``cpu_only(reason)`` see no CUDA device: ``device="auto"`` resolves to the CPU."""
+    mark = request.node.get_closest_marker("cpu_only")
+    if mark is not None:
+        if not (mark.args or mark.kwargs.get("reason")):
+            raise pytest.UsageError(f"{request.node.nodeid}: cpu_only needs a reason")
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    yield
 
 
 @pytest.fixture(autouse=True)

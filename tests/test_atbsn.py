@@ -8,6 +8,8 @@ from fastdenoise.models import ATBSNRotated
 from fastdenoise.models import Student
 from fastdenoise.ops.blindspot.api import s_shift
 
+pytestmark = pytest.mark.cpu_only("the AT-BSN network's blind-spot structure, exact on the CPU")
+
 
 def _count(m):
     return sum(p.numel() for p in m.parameters())

@@ -9,6 +9,8 @@ import torch
 import fastdenoise
 from fastdenoise._runtime import resolve_backend
 
+pytestmark = pytest.mark.cpu_only("the C++ extension (a CPU backend)")
+
 
 def test_extension_present_when_required():
     """CI sets FASTDENOISE_REQUIRE_EXT=1: a missing extension is then a failure, not a skip."""

@@ -6,7 +6,8 @@ import pytest
 
 from fastdenoise import cli
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+pytestmark = [pytest.mark.usefixtures("one_thread"),
+              pytest.mark.cpu_only("the CLI's CPU defaults and exact repeats")]
 
 
 def _png(path, seed, noisy=True):

@@ -13,7 +13,8 @@ from fastdenoise.methods import get_builder
 from fastdenoise.methods.engine import crop_sampler
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-pytestmark = pytest.mark.usefixtures("one_thread")
+pytestmark = [pytest.mark.usefixtures("one_thread"),
+              pytest.mark.cpu_only("gloo process groups on the CPU")]
 
 WORKER = '''
 import sys

@@ -12,7 +12,8 @@ from fastdenoise.methods import available
 from fastdenoise.methods import get_builder
 from fastdenoise.methods import get_method
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+pytestmark = [pytest.mark.usefixtures("one_thread"),
+              pytest.mark.cpu_only("the engine's CPU defaults, bit-exact seeds and resumes (cuDNN gives no bit-exact repeats)")]
 
 METHODS_DIR = os.path.join(os.path.dirname(__file__), os.pardir, "fastdenoise", "methods")
 

@@ -14,6 +14,8 @@ triton = pytest.importorskip("triton")
 
 from fastdenoise import gpucheck  # noqa: E402
 
+pytestmark = pytest.mark.cpu_only("compiles kernels for GPU targets with the Triton on this machine")
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OP_MODULES = ["apr", "blind2grad", "blindspot", "neighbor", "noise2same", "p2n", "recharge", "zsn2n"]
 HAS_TOOLS = os.path.exists(gpucheck._tool("cuobjdump"))

@@ -9,6 +9,8 @@ from fastdenoise.methods import get_builder
 from fastdenoise.methods.engine import load_state
 from fastdenoise.methods.engine import rgb_state_to_gray
 
+pytestmark = pytest.mark.cpu_only("grayscale starts checked bit for bit on the CPU")
+
 # every method whose 1-channel network begins from its own networks (P2N keeps its own grayscale start;
 # APR runs a grayscale image through its RGB networks as three equal channels)
 FOLDED = ("nb2nb", "noise2same", "blind2grad", "zsn2n")

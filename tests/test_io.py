@@ -7,6 +7,8 @@ import torch
 
 from fastdenoise import io
 
+pytestmark = pytest.mark.cpu_only("file input and output")
+
 
 def _img(h, w, c, levels, seed=0):
     rng = np.random.default_rng(seed)

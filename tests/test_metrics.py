@@ -19,6 +19,8 @@ from skimage.metrics import structural_similarity as sk_ssim
 
 from fastdenoise import metrics
 
+pytestmark = pytest.mark.cpu_only("metrics on CPU arrays")
+
 
 def _pair(name="astronaut", sigma=25.0, seed=0, crop=(slice(100, 164), slice(120, 197))):
     img = getattr(data, name)()[crop]

@@ -10,6 +10,8 @@ from fastdenoise.models.unet_nb2nb import UNetNb2Nb
 from fastdenoise.models.unet_nb2nb import pad_to_multiple
 from fastdenoise.models.unet_noise2same import UNetNoise2Same
 
+pytestmark = pytest.mark.cpu_only("network shapes and initialisation on the CPU")
+
 
 def _n(m):
     return sum(p.numel() for p in m.parameters())

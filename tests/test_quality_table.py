@@ -7,6 +7,8 @@ import pytest
 
 from fastdenoise.evaluate import Row
 
+pytestmark = pytest.mark.cpu_only("the quality script's table rendering")
+
 
 def test_partial_renders_rows_without_computing(tmp_path, monkeypatch):
     from benchmarks import quality
@@ -49,6 +51,7 @@ def test_bm3d_sigma_is_estimated_for_grayscale_too(channels, noise):
     import numpy as np
     import torch
 
+    pytest.importorskip("pywt", reason="skimage's estimate_sigma needs PyWavelets (a dev requirement)")
     from fastdenoise.evaluate import bm3d_noise
     from fastdenoise.noise import add_noise
 
@@ -68,6 +71,7 @@ def test_bm3d_gets_the_psd_of_correlated_noise(kernel):
     import numpy as np
     import torch
 
+    pytest.importorskip("pywt", reason="skimage's estimate_sigma needs PyWavelets (a dev requirement)")
     from fastdenoise.evaluate import bm3d_noise
     from fastdenoise.noise import add_noise
 

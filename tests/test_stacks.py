@@ -8,7 +8,8 @@ import fastdenoise
 from fastdenoise.methods import available
 from fastdenoise.stacks import denoise_stack
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+pytestmark = [pytest.mark.usefixtures("one_thread"),
+              pytest.mark.cpu_only("CPU defaults and exact repeats of stack fits")]
 
 TINY = {"p2n": {}, "nb2nb": {}, "zsn2n": {}, "noise2same": {"crop": 16, "batch": 1, "base": 8},
         "apr": {"crop": 16, "batch": 1, "rd_iters": 1, "base": 8, "head": 8, "stages": "apr+rd"},

@@ -10,7 +10,8 @@ from fastdenoise.methods import get_builder
 from fastdenoise.methods.engine import Trainer
 from fastdenoise.metrics import psnr
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+pytestmark = [pytest.mark.usefixtures("one_thread"),
+              pytest.mark.cpu_only("tile-exact inference checked bit for bit on the CPU")]
 
 
 def _pair(side=192, seed=0):

@@ -9,7 +9,8 @@ from common import noisy_pair
 TINY = {"base": 8, "head": 16, "crop": 32, "batch": 1, "device": "cpu"}
 
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+pytestmark = [pytest.mark.usefixtures("one_thread"),
+              pytest.mark.cpu_only("APR-RD's CPU defaults and exact repeats")]
 
 
 _y = noisy_pair

@@ -9,7 +9,8 @@ from common import noisy_pair
 TINY = {"base": 8, "n_masks": 2, "n_samples": 4, "infer_batch": 2, "device": "cpu"}
 
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+pytestmark = [pytest.mark.usefixtures("one_thread"),
+              pytest.mark.cpu_only("Blind2Grad's CPU defaults and exact repeats")]
 
 
 _y = noisy_pair

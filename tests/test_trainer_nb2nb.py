@@ -5,7 +5,8 @@ import torch
 from common import noisy_pair
 
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+pytestmark = [pytest.mark.usefixtures("one_thread"),
+              pytest.mark.cpu_only("Nb2Nb's CPU defaults and exact repeats")]
 
 
 def tiny(c=3):

@@ -8,7 +8,8 @@ from fastdenoise.methods import noise2same as n2s
 TINY = {"base": 8, "crop": 16, "batch": 2, "device": "cpu"}
 
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+pytestmark = [pytest.mark.usefixtures("one_thread"),
+              pytest.mark.cpu_only("Noise2Same's CPU defaults and exact repeats")]
 
 
 def _smooth(seed=0, shape=(1, 3, 32, 32), sigma=0.1):

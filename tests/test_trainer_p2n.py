@@ -7,7 +7,8 @@ from fastdenoise.models.unet_n2n import UNetN2N
 from common import noisy_pair
 
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+pytestmark = [pytest.mark.usefixtures("one_thread"),
+              pytest.mark.cpu_only("P2N's CPU defaults and exact repeats")]
 
 
 def tiny(c=3):

@@ -47,6 +47,8 @@ from typing import Callable
 
 import torch
 
+from fastdenoise.methods.graphs import GraphedNet
+
 WEIGHTS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "weights")
 
 __all__ = ["FitConfig", "FitResult", "Method", "CropTraining", "Stage", "Run", "Part", "Trainer", "build", "method_api",
@@ -692,55 +694,6 @@ class CropTraining:
 
 
 # ---------------------------------------------------------------------------------------------- networks
-class _Shared(torch.nn.Module):
-    """A module that runs (and owns the parameters of) ``model``; one per captured input shape."""
-
-    def __init__(self, model: torch.nn.Module):
-        super().__init__()
-        self.model = model
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(x)
-
-
-class _GraphedNet:
-    """Callable network: CUDA-graphed per input shape when enabled, else the module itself."""
-
-    def __init__(self, model: torch.nn.Module, enabled: bool, amp: bool):
-        self.model, self.enabled, self.amp = model, enabled, amp
-        self.graphs: dict[tuple, Callable] = {}
-        self.failed = False
-
-    def _autocast(self):
-        dev = next(self.model.parameters()).device
-        return torch.autocast(dev.type, dtype=torch.bfloat16, enabled=self.amp and dev.type == "cuda",
-                              cache_enabled=False)
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.enabled or self.failed or not x.is_cuda:
-            with self._autocast():
-                return self.model(x)
-        key = (tuple(x.shape), x.dtype)
-        fn = self.graphs.get(key)
-        if fn is None:
-            try:
-                # capture needs autograd on (some first passes run under no_grad)
-                with torch.enable_grad(), self._autocast():
-                    sample = x.detach().clone().requires_grad_(False)
-                    # a fresh wrapper per shape: make_graphed_callables patches the forward of the module it
-                    # is given, so the shared model itself stays eager and every shape gets its own graphs
-                    fn = torch.cuda.make_graphed_callables(_Shared(self.model), (sample,), num_warmup_iters=3)
-                self.graphs[key] = fn
-            except Exception as e:  # noqa: BLE001 - capture is an optimisation: fall back to eager
-                warnings.warn(f"CUDA graph capture failed ({type(e).__name__}: {e}); running eagerly",
-                              stacklevel=2)
-                self.failed = True
-                with self._autocast():
-                    return self.model(x)
-        with self._autocast():
-            return fn(x)
-
-
 class Part:
     """One network of a trainer: the model, the callable that runs it in steps, its optimiser and the
     initial weights :meth:`Trainer.reset` restores (re-drawn from the seed when ``make`` is set)."""
@@ -752,8 +705,8 @@ class Part:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.init_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
         self.opt = make_optimizer(self.model.parameters(), tr.cfg, tr.device, lr)
-        self.net = _GraphedNet(self.model, bool(tr.cfg.cuda_graph and tr.device.type == "cuda"
-                                                and not tr.cfg.reference), tr.amp)
+        # graphs capture CUDA inputs (or any input under graphs.capture_with): see fastdenoise.methods.graphs
+        self.net = GraphedNet(self.model, bool(tr.cfg.cuda_graph and not tr.cfg.reference), tr.amp)
         self.make, self.init_seed = make, init_seed
 
     @torch.no_grad()
@@ -769,7 +722,7 @@ class Part:
             for v in st.values():
                 if isinstance(v, torch.Tensor):
                     v.zero_()
-        self.model.zero_grad(set_to_none=False)
+        self.model.zero_grad(set_to_none=True)
 
     def set_lr(self, lr: float) -> None:
         for g in self.opt.param_groups:
@@ -1133,8 +1086,10 @@ class Trainer:
             part.set_lr(lr * min(1.0, (t + 1) / n) if n else lr)
         if self.wrap_step is not None:      # e.g. fastdenoise.distributed: the step inside DDP
             step = self.wrap_step(stage, step)
+        for p in self.parts.values():
+            p.net.new_step()
         loss, est = step(run, batch, t, total, iter_seed(run.seed, t))
-        part.opt.zero_grad(set_to_none=False)
+        part.opt.zero_grad(set_to_none=True)   # never in place: graphs hand back their own buffers
         loss.backward()
         part.opt.step()
         return loss, est
