@@ -68,6 +68,6 @@ gpu-check:
 
 # Starts for every network on one GPU window (~8 minutes: 80 s per method, 1.5 min for P2N's supervised
 # start), weights and logs into $FASTDENOISE_OUT (default $OUT, else out/gpu-starts); copy the *.pt files
-# into fastdenoise/weights/ to ship them (see the README, Shipped starts).
+# into fastdenoise/weights/ to ship them (see docs/STARTS.md).
 gpu-pretrain:
 	FASTDENOISE_OUT=$${FASTDENOISE_OUT:-$${OUT:-out/gpu-starts}} bash scripts/pretrain_gpu.sh

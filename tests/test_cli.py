@@ -207,7 +207,7 @@ def test_rgba_png_with_p2n_keeps_alpha(tmp_path):
 
 def test_large_image_on_a_budget_prints_the_plan(tmp_path, capsys, monkeypatch):
     """Table row 1 in small: an image over the --max-memory budget is fitted on crops and denoised in tiles
-    (the 12-megapixel measurement is in the README)."""
+    (the 12-megapixel measurement is in docs/INPUTS.md)."""
     import imageio.v3 as iio
 
     from fastdenoise.methods.engine import Trainer

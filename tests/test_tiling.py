@@ -110,8 +110,8 @@ def test_activation_probe_leaves_model_alone():
 def test_tiled_matches_whole_image(method, iters):
     """Where the whole image fits, inference in blended 96x96 tiles (overlap 32) is within 0.05 dB of it.
     (Noise2Same normalises with batch statistics: its tiles share statistics summed over the image, which
-    matched within 0.01 dB after 100 iterations but differ by 0.2-1.2 dB while it is barely trained; see the
-    README.)"""
+    matched within 0.01 dB after 100 iterations but differ by 0.2-1.2 dB while it is barely trained; see
+    docs/INPUTS.md.)"""
     noisy, clean = _pair(192)
     tr = get_builder(method)(in_ch=3, device="cpu", tile_overlap=32)
     tr.fit(noisy, iters=iters)
