@@ -114,7 +114,7 @@ def test_mask_law(backend):
     assert m.shape == (3, 1, 24, 20) and m.dtype == y.dtype
     detail = detail_ref(y, xm, EPS)
     assert (~detail).flatten(1).sum(1).min() > k
-    assert torch.equal(m.flatten(1).sum(1), torch.full((3,), float(k)))
+    assert torch.equal(m.flatten(1).sum(1), torch.full((3,), float(k), device=m.device, dtype=m.dtype))
     assert not (m[:, 0].bool() & detail).any()
     m = F.dual_mask(y, xm, 5, 0.25, 0.05, backend=backend)  # few flat pixels: all of them masked
     flat = ~detail_ref(y, xm, 0.05)
@@ -125,11 +125,11 @@ def test_mask_law(backend):
 def test_mask_uniform_among_flat():
     """Every flat pixel is masked with the same probability (4 sigma, counts over seeds); the
     selection is without replacement (exactly K per draw)."""
-    y = torch.zeros(1, 1, 8, 8)
-    xm = torch.zeros(1, 1, 8, 8)
+    y = torch.zeros(1, 1, 8, 8, device=DEVICE)
+    xm = torch.zeros(1, 1, 8, 8, device=DEVICE)
     xm[..., :2, :] = 1.0  # the top 16 pixels are detail pixels
-    be = "cpp" if "cpp" in kernel_backends() else "torch"
-    counts = torch.zeros(8, 8)
+    be = "cpp" if "cpp" in kernel_backends() else "triton" if DEVICE.type == "cuda" else "torch"
+    counts = torch.zeros(8, 8, device=DEVICE)
     for s in range(400):
         m = F.dual_mask(y, xm, s, 0.25, 0.5, backend=be)[0, 0]
         assert m.sum() == 16 and m[:2].sum() == 0

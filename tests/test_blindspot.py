@@ -116,13 +116,13 @@ def test_shift_conv2d_matches_pad_conv_crop(k):
             "right": ((p, 0, 0, 0), (Ellipsis, slice(0, 9))),
             "left": ((0, p, 0, 0), (Ellipsis, slice(p, 9 + p)))}
     for d, (pad, crop) in pads.items():
-        m = ShiftConv2d(3, 4, k, d).double()
+        m = ShiftConv2d(3, 4, k, d).double().to(DEVICE)
         expect = TF.conv2d(TF.pad(x, pad), m.weight, m.bias, padding=p)[crop]
         torch.testing.assert_close(m(x), expect, rtol=0, atol=1e-12)
         assert d in repr(m)
     if k == 3:
         xg = x.clone().requires_grad_(True)
-        ShiftConv2d(3, 4, 3, "down").double()(xg)[0, :, 3, 4].sum().backward()
+        ShiftConv2d(3, 4, 3, "down").double().to(DEVICE)(xg)[0, :, 3, 4].sum().backward()
         assert xg.grad[:, :, 4:].abs().sum() == 0 and xg.grad[0, :, 1:4, 3:6].abs().min() > 0
 
 

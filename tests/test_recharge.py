@@ -95,21 +95,21 @@ def test_recharge_law():
         k = recharge_choice_ref(1234, 4, 64, 128, j)
         assert chi2_uniform_ok(torch.bincount(k.flatten(), minlength=j))
     j, shape = 6, (2, 3, 8, 8)
-    y = torch.zeros(shape)
-    t = torch.ones((j, *shape))
+    y = torch.zeros(shape, device=DEVICE)
+    t = torch.ones((j, *shape), device=DEVICE)
     tg = recharge_targets_ref(y, t, 5)
-    assert torch.equal((tg == 0).sum(0), torch.ones(shape, dtype=torch.long))  # exactly one target is y
+    assert torch.equal((tg == 0).sum(0), torch.ones(shape, dtype=torch.long, device=DEVICE))  # exactly one target is y
     assert torch.equal(tg[:, :, 0], tg[:, :, 2])  # shared across channels
     # student = 0.5: every term is 0.5, the gradient counts (#targets above - #below): (J - 1) - 1.
     # With teachers j = j + 1 and y = 0, sign(s - t_j) reveals which target was recharged.
     for backend in ALL_BACKENDS:
-        tt = torch.stack([torch.full(shape, float(i + 1)) for i in range(j)])
-        s = torch.full(shape, 0.5).requires_grad_(True)
+        tt = torch.stack([torch.full(shape, float(i + 1), device=DEVICE) for i in range(j)])
+        s = torch.full(shape, 0.5, device=DEVICE).requires_grad_(True)
         loss = F.recharge_l1_loss(s, y, tt, 5, backend=backend)
         loss.backward()
         g = s.grad * s.numel()
-        assert torch.equal(g, torch.full(shape, -(j - 2.0)))  # one +1 (y), J - 1 times -1
-        k = recharge_choice_ref(5, shape[0], shape[2], shape[3], j)
+        assert torch.equal(g, torch.full(shape, -(j - 2.0), device=DEVICE))  # one +1 (y), J - 1 times -1
+        k = recharge_choice_ref(5, shape[0], shape[2], shape[3], j).to(DEVICE)
         expect = sum(((k != i).float() * (i + 1 - 0.5) + (k == i).float() * 0.5).sum() for i in range(j))
         torch.testing.assert_close(loss, expect * shape[1] / s.numel())
 
