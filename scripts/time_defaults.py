@@ -1,4 +1,4 @@
-"""End-to-end time of each method's default ``fastdenoise.denoise`` (what issue 13's 90-second rule measures).
+"""End-to-end time of each method's default ``fastdenoise.denoise`` (the CPU target: a 256x256 image in 90 s).
 
 usage: python scripts/time_defaults.py [--images astronaut,chelsea] [--noise gaussian:25] [--methods ...]
        [--threads 2] [--out benchmarks/results/default-timing-cpu.json]
