@@ -6,7 +6,8 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.fastdenoise-installed
 SOURCES := $(wildcard csrc/*.cpp csrc/*.h csrc/cpu/*.cpp) setup.py pyproject.toml requirements-dev.txt
 
-.PHONY: install demo test bench quality quality-reduced gpu-test gpu-bench gpu-quality gpu-check gpu-pretrain clean
+.PHONY: install demo test bench quality quality-reduced gpu-test gpu-bench gpu-quality gpu-check gpu-check-dry gpu-stack-check \
+	compile-check traffic-model gpu-pretrain clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -59,12 +60,30 @@ gpu-bench:
 gpu-quality:
 	PYTHONPATH=. python3 -m benchmarks.quality
 
-# One GPU window (H100/H200, torch + Triton preinstalled, no registry), at most ~8 minutes: builds the
-# extension, runs the CUDA op tests, the op benchmarks at 4x3x256x256 and 8x3x1024x1024 beside the modeled
-# times, P2N per-image latency (100 iterations, cold and warm), fit_many throughput and the compile-check
-# subset; writes gpu-check-<device>.json into $FASTDENOISE_GPU_CHECK_DIR (default $OUT, else benchmarks/results).
+# One GPU window (H100/H200 with torch, Triton, pytest and scikit-image preinstalled, no registry), at most
+# 8 minutes: the CUDA op tests (in parallel, each file under timeout -s INT), the op benchmarks at 8x3x1024x1024
+# and 4x3x256x256 beside the traffic model, every method fitted with CUDA graphs on and off and in the reference
+# configuration, P2N latency (100 iterations, cold and warm), fit_many throughput and the compile check. The
+# JSON (rewritten after every step) and the test log go to $FASTDENOISE_GPU_CHECK_DIR, else $OUT, else
+# benchmarks/results. See docs/GPU.md.
 gpu-check:
 	PYTHONPATH=. python3 scripts/gpu_check.py
+
+# The same script end to end on this CPU with tiny shapes (CI runs it through tests/test_gpu_check_script.py).
+gpu-check-dry: $(STAMP)
+	$(BIN)/python scripts/gpu_check.py --dry-run --out out/gpu-check-dry
+
+# The GPU machines' stack (Triton 3.6.0) in a side environment: compile every kernel for sm_80/sm_90 and
+# collect the GPU tests (tools/gpu_stack_check.sh).
+gpu-stack-check: $(STAMP)
+	bash tools/gpu_stack_check.sh
+
+# Developer tools (tools/, not installed): compile check of every kernel with this Triton, traffic model.
+compile-check: $(STAMP)
+	$(BIN)/python -m tools.gpucheck --arch sm_80,sm_90 --json benchmarks/results/gpucheck-sm80-sm90.json --table
+
+traffic-model: $(STAMP)
+	$(BIN)/python -m tools.traffic --json benchmarks/results/traffic-model.json --markdown
 
 # Starts for every network on one GPU window (~8 minutes: 80 s per method, 1.5 min for P2N's supervised
 # start), weights and logs into $FASTDENOISE_OUT (default $OUT, else out/gpu-starts); copy the *.pt files

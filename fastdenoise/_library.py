@@ -11,7 +11,7 @@ from collections.abc import Callable
 import torch
 
 LIB = torch.library.Library("fastdenoise", "DEF")
-IMPLS: dict[str, Callable] = {}  # op name -> its CPU/CUDA impl (fastdenoise.hostwork looks inside the ops)
+IMPLS: dict[str, Callable] = {}  # op name -> its CPU/CUDA impl (tools.hostwork looks inside the ops)
 
 
 def register_op(name: str, schema: str, impl: Callable, fake: Callable):

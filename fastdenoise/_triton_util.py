@@ -18,7 +18,7 @@ _TL_DTYPES = {
 
 # Launch option of every kernel whose outputs are claimed bit-identical to the reference: no FP
 # contraction (LLVM emits no fma and ptxas runs with --fmad=false; the same option on Triton 3.6 and
-# 3.9, whose default for it changes in 3.10). ``python -m fastdenoise.gpucheck`` checks that these
+# 3.9, whose default for it changes in 3.10). ``python -m tools.gpucheck`` checks that these
 # kernels were launched with it and that their PTX holds no fma.
 EXACT = {"enable_fp_fusion": False}
 # Launch option of the other kernels (stated tolerance): contraction allowed, said explicitly so the
@@ -32,7 +32,7 @@ TOLERANCE = "assert_close: fp32 1e-5, fp64 1e-10, fp16 2e-3, bf16 2e-2 (rtol and
 # kernel name -> "bit-identical" or the tolerance its outputs are tested to (filled by the decorators).
 CLAIMS: dict[str, str] = {}
 
-# Set by fastdenoise.gpucheck while it records launches on the CPU: launchers then choose the tiles
+# Set by tools.gpucheck while it records launches on the CPU: launchers then choose the tiles
 # they would choose for CUDA tensors.
 _PRETEND_CUDA = False
 

@@ -12,7 +12,7 @@ import pytest
 
 triton = pytest.importorskip("triton")
 
-from fastdenoise import gpucheck  # noqa: E402
+from tools import gpucheck  # noqa: E402
 
 pytestmark = pytest.mark.cpu_only("compiles kernels for GPU targets with the Triton on this machine")
 
@@ -33,7 +33,7 @@ def _kernels() -> set[str]:
 def ci_result(tmp_path_factory):
     path = tmp_path_factory.mktemp("gpucheck") / "ci.json"
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    proc = subprocess.run([sys.executable, "-m", "fastdenoise.gpucheck", "--subset", "ci", "--arch", "sm_80,sm_90",
+    proc = subprocess.run([sys.executable, "-m", "tools.gpucheck", "--subset", "ci", "--arch", "sm_80,sm_90",
                            "--jobs", "2", "--json", str(path)], cwd=ROOT, env=env, capture_output=True, text=True,
                           timeout=600)
     return proc, (json.loads(path.read_text()) if path.exists() else None)

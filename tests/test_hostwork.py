@@ -8,9 +8,9 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 
 from fastdenoise._runtime import HAS_TRITON
 from fastdenoise._runtime import interpreting
-from fastdenoise.hostwork import OpCounter
-from fastdenoise.hostwork import fused_cases
-from fastdenoise.hostwork import grad_targets
+from tools.hostwork import OpCounter
+from tools.hostwork import fused_cases
+from tools.hostwork import grad_targets
 
 pytestmark = pytest.mark.skipif(not (HAS_TRITON and interpreting()), reason="needs TRITON_INTERPRET=1")
 
@@ -25,7 +25,7 @@ BUDGET_BWD = {"noise2same_loss": 2, "p2n_loss": 2, "shifted_max_pool2d": 1, "str
 
 
 def _launch_counted(call, *args):
-    from fastdenoise.gpucheck import Recorder
+    from tools.gpucheck import Recorder
 
     with Recorder() as rec, OpCounter() as counter:
         out = call(*args)
@@ -56,7 +56,7 @@ def test_fake_cuda_forward_has_no_host_work(name):
     """Under FakeTensorMode on 'cuda' (public op, custom op impl and launcher all run; kernel launches
     are recorded, not run): no op touches a CPU tensor, nothing is copied from the host, no value is
     read back."""
-    from fastdenoise.gpucheck import Recorder
+    from tools.gpucheck import Recorder
 
     mk, call = fused_cases("cuda")[name]
     with FakeTensorMode(allow_non_fake_inputs=False):
@@ -71,7 +71,7 @@ def test_fake_cuda_forward_has_no_host_work(name):
 def test_rng_draws_happen_on_the_device():
     """P2N's scales and Noise2Same's Gaussian values are drawn by kernels (the host Philox + copy of
     before showed up as ~250 CPU ops and one CPU-to-CUDA copy per call)."""
-    from fastdenoise.gpucheck import Recorder
+    from tools.gpucheck import Recorder
 
     for name, kernel in (("rdc_renoise", "_scales_kernel"), ("stratified_mask(gaussian)", "_mask_fwd_kernel")):
         mk, call = fused_cases("cuda")[name]
@@ -88,7 +88,7 @@ def test_channels_last_inputs_cost_one_copy_each(name):
     """Layout decision (docs/GPU.md): the kernels index NCHW, so a channels_last 4-D input is copied
     once by its launcher (one extra read and write of that input), never more; same-layout NCHW inputs
     are not copied at all."""
-    from fastdenoise.gpucheck import Recorder
+    from tools.gpucheck import Recorder
 
     def cl(s, **kw):
         return torch.empty(s, memory_format=torch.channels_last, **kw) if len(s) == 4 else torch.empty(s, **kw)

@@ -1,6 +1,6 @@
 """Compile check of every Triton kernel for real NVIDIA GPUs, on any machine (no GPU needed).
 
-``python -m fastdenoise.gpucheck --arch sm_80,sm_90 --json PATH`` does two things:
+``python -m tools.gpucheck --arch sm_80,sm_90 --json PATH`` does two things:
 
 1. *Record*: in a subprocess with ``TRITON_INTERPRET=1`` it runs a representative set of calls of every
    public fused op (forward and backward; float32/float16/bfloat16, float64 on small shapes; every
@@ -32,6 +32,8 @@ import sys
 import tempfile
 import time
 
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))   # the repository root
+
 SHAPES_SMALL = [(1, 1, 5, 7), (2, 3, 33, 47), (4, 3, 256, 256)]
 SHAPES_BIG = [(1, 3, 1024, 1024), (8, 3, 1024, 1024)]
 ARCH_LIMITS = {  # per SM: registers, max warps, max blocks, shared memory usable by blocks (bytes)
@@ -51,7 +53,7 @@ def _describe(v):
     if isinstance(v, torch.Tensor):
         from torch._subclasses.fake_tensor import FakeTensor
 
-        # a FakeTensor (fastdenoise.hostwork) has no data pointer: fresh CUDA buffers are 512-byte aligned
+        # a FakeTensor (tools.hostwork) has no data pointer: fresh CUDA buffers are 512-byte aligned
         ptr = None if isinstance(v, FakeTensor) else v.data_ptr()
         align = ptr % 16 == 0 if ptr is not None else (v.storage_offset() * v.element_size()) % 16 == 0
         return {"kind": "tensor", "dtype": str(v.dtype).replace("torch.", ""), "align16": align,
@@ -416,7 +418,7 @@ def run_check(archs: list[int], subset: str = "full", jobs: int = 2, launches: l
 
     kernels = sorted({r["kernel"] for r in records})
     return {
-        "tool": "python -m fastdenoise.gpucheck", "subset": subset, "triton": triton.__version__,
+        "tool": "python -m tools.gpucheck", "subset": subset, "triton": triton.__version__,
         "archs": [f"sm_{a}" for a in archs], "seconds": round(time.perf_counter() - t0, 1),
         "kernels": len(kernels), "specializations": len(uniq), "recorded_launches": len(launches),
         "claims": {k: _triton_util.CLAIMS.get(k, "none") for k in kernels},
@@ -430,8 +432,8 @@ def record_subprocess(subset: str) -> list[dict]:
     env.pop("FASTDENOISE_BACKEND", None)
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "launches.json")
-        subprocess.run([sys.executable, "-m", "fastdenoise.gpucheck", "--record", path, "--subset", subset],
-                       env=env, check=True)
+        subprocess.run([sys.executable, "-m", "tools.gpucheck", "--record", path, "--subset", subset],
+                       env=env, check=True, cwd=_ROOT)
         with open(path) as f:
             return json.load(f)
 
@@ -484,7 +486,7 @@ def compact_table(result: dict) -> str:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m fastdenoise.gpucheck", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m tools.gpucheck", description=__doc__.split("\n\n")[0])
     ap.add_argument("--arch", default="sm_80,sm_90", help="comma-separated targets (default sm_80,sm_90)")
     ap.add_argument("--json", help="write the records here")
     ap.add_argument("--subset", choices=("full", "ci"), default="full",
@@ -494,7 +496,10 @@ def main(argv=None) -> int:
     ap.add_argument("--kernels", help="comma-separated kernel names: compile only these")
     ap.add_argument("--merge", metavar="PATH", help="with --kernels: replace these kernels' records in the JSON "
                     "at PATH (a full run) and write the result to --json")
-    ap.add_argument("--record", metavar="PATH", help=argparse.SUPPRESS)
+    ap.add_argument("--record", metavar="PATH", help="only record the launches (JSON) and exit (runs under "
+                    "TRITON_INTERPRET=1)")
+    ap.add_argument("--launches", metavar="PATH", help="compile the launches recorded with --record (e.g. by another "
+                    "Triton version, whose interpreter may not run here)")
     a = ap.parse_args(argv)
     if a.record:
         launches = record(a.subset)
@@ -503,11 +508,15 @@ def main(argv=None) -> int:
         return 0
     if os.environ.get("TRITON_INTERPRET") == "1":
         env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-        return subprocess.run([sys.executable, "-m", "fastdenoise.gpucheck", *(argv or sys.argv[1:])],
-                              env=env).returncode
+        return subprocess.run([sys.executable, "-m", "tools.gpucheck", *(argv or sys.argv[1:])],
+                              env=env, cwd=_ROOT).returncode
     archs = [int(s.strip().removeprefix("sm_")) for s in a.arch.split(",") if s.strip()]
     kernels = {k.strip() for k in a.kernels.split(",")} if a.kernels else None
-    res = run_check(archs, a.subset, a.jobs, kernels=kernels)
+    launches = None
+    if a.launches:
+        with open(a.launches) as f:
+            launches = json.load(f)
+    res = run_check(archs, a.subset, a.jobs, launches=launches, kernels=kernels)
     if a.merge and kernels:
         with open(a.merge) as f:
             old = json.load(f)

@@ -12,7 +12,7 @@ For each public fused op (forward + backward, float32) at a shape:
   gradients, input gradients).
 
 Predicted time on a device = ``max(bytes / bandwidth, launches * 4 us)`` (H100 3.35 TB/s, H200 4.8 TB/s).
-``python -m fastdenoise.traffic --json PATH [--markdown]``.
+``python -m tools.traffic --json PATH [--markdown]``.
 """
 from __future__ import annotations
 
@@ -22,6 +22,8 @@ import os
 import sys
 
 import torch
+
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))   # the repository root
 
 DEVICES = {"H100": 3.35e12, "H200": 4.8e12}
 LAUNCH_S = 4e-6
@@ -34,10 +36,10 @@ def predicted_us(nbytes: int, launches: int, bandwidth: float) -> float:
 
 def _measure(call, inputs, counted_kernels: bool):
     """(bytes, launches, minimum bytes) of forward + backward of ``call(*inputs)``."""
-    from fastdenoise.gpucheck import Recorder
-    from fastdenoise.hostwork import OpCounter
-    from fastdenoise.hostwork import grad_targets
-    from fastdenoise.hostwork import tensor_bytes
+    from tools.gpucheck import Recorder
+    from tools.hostwork import OpCounter
+    from tools.hostwork import grad_targets
+    from tools.hostwork import tensor_bytes
 
     total, launches = 0, 0
     outs_all = []
@@ -83,7 +85,7 @@ def model(shapes=SHAPES) -> list[dict]:
     The reference runs for real on the CPU at the first shape only (the larger one would take many
     minutes on a small machine); at the other shapes its bytes are scaled by the element count and
     its launch count kept (``ref_scaled_from`` says so). The fused path is recorded at every shape."""
-    from fastdenoise.hostwork import fused_cases
+    from tools.hostwork import fused_cases
 
     rows, ref_at = [], {}
     for shape in shapes:
@@ -124,7 +126,7 @@ def markdown(rows: list[dict]) -> str:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m fastdenoise.traffic", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m tools.traffic", description=__doc__.split("\n\n")[0])
     ap.add_argument("--json", help="write the rows here")
     ap.add_argument("--markdown", action="store_true", help="print the markdown table")
     ap.add_argument("--small", action="store_true", help="only 4x3x256x256")
@@ -133,8 +135,8 @@ def main(argv=None) -> int:
         env = dict(os.environ, TRITON_INTERPRET="1")
         import subprocess
 
-        return subprocess.run([sys.executable, "-m", "fastdenoise.traffic", *(argv or sys.argv[1:])],
-                              env=env).returncode
+        return subprocess.run([sys.executable, "-m", "tools.traffic", *(argv or sys.argv[1:])],
+                              env=env, cwd=_ROOT).returncode
     rows = model(SHAPES[:1] if a.small else SHAPES)
     if a.json:
         with open(a.json, "w") as f:
