@@ -179,6 +179,9 @@ def main(argv=None):
                          "independent noise per pixel); --init with RGB weights converts them exactly")
     ap.add_argument("--resume", default="", help="training-state file (written every --save-every iterations "
                                                   "next to --out as OUT.state): continue exactly where it stopped")
+    ap.add_argument("--accept-over-init", action="store_true",
+                    help="with --init: write OUT only if the held-out PSNR beats the --init weights' (else OUT is "
+                         "removed and the weights are kept as OUT.rejected; exit status 1)")
     ap.add_argument("--log-every", type=int, default=50)
     ap.add_argument("--save-every", type=int, default=200)
     ap.add_argument("--out", default=os.path.join(ROOT, "fastdenoise", "weights", "unet_n2n_gauss.pt"))
@@ -223,8 +226,10 @@ def main(argv=None):
         torch.set_rng_state(st["torch_rng"])
         start, run = int(st["it"]) + 1, float(st["run"])
         print(f"resumed from {a.resume} at iteration {start - 1}", flush=True)
-    else:
+    p_start = None
+    if not a.resume:
         pn, pd = eval_astronaut(net)
+        p_start = pd if a.init else None
         print(f"start: held-out crop sigma 25: noisy {pn:.2f} dB -> {pd:.2f} dB", flush=True)
     it = start - 1
     for it in range(start, a.iters + 1):
@@ -262,12 +267,20 @@ def main(argv=None):
             print(f"time budget reached at iter {it}", flush=True)
             break
     pn, pd = eval_astronaut(net)
-    save_weights(net, a.out, {"iters": it, "of": a.iters, "args": vars(a), "final_avg_loss": run,
-                              "astronaut_s25_psnr": pd})
+    meta = {"iters": it, "of": a.iters, "args": vars(a), "final_avg_loss": run, "astronaut_s25_psnr": pd}
+    if a.accept_over_init and p_start is not None and not pd > p_start:
+        # a continuation that does not beat the weights it began from must not replace them
+        save_weights(net, a.out + ".rejected", meta)
+        if os.path.exists(a.out):
+            os.remove(a.out)
+        print(f"REJECTED: held-out crop sigma 25 {pd:.2f} dB is not above the start's {p_start:.2f} dB; weights "
+              f"kept as {a.out}.rejected", flush=True)
+        return 1
+    save_weights(net, a.out, meta)
     print(f"done: {it} iters in {time.time() - t0:.1f}s, final avg loss {run:.6f}; "
           f"held-out crop sigma 25: noisy {pn:.2f} dB -> pretrained {pd:.2f} dB; saved {a.out} "
           f"({os.path.getsize(a.out) / 1e6:.2f} MB)", flush=True)
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main() or 0)

@@ -32,7 +32,7 @@ def test_weight_ema_run_and_export_of_a_stopped_run(pretrain, tmp_path, capsys, 
     monkeypatch.setattr(Trainer, "save_checkpoint", save)
     args = ["--method", "zsn2n", "--iters", "4", "--crop", "32", "--batch", "2", "--dead-leaves", "0",
             "--checkpoint-every", "2", "--log-every", "2", "--weight-ema", "0.5", "--init", "start", "--lr", "1e-5",
-            "--out", out]
+            "--accept", "noisy", "--out", out]
     assert pretrain.main(args) == 0
     done = torch.load(out, weights_only=False)
     assert done["meta"]["iters"] == 4 and saved
@@ -67,3 +67,13 @@ def test_weights_option_begins_from_a_weights_file(pretrain, tmp_path, capsys):
     with pytest.raises(SystemExit):
         pretrain.main([*base, "--channels", "1", "--init", "rgb", "--weights", first, "--out", second])
     assert "exclude each other" in capsys.readouterr().err
+
+
+def test_a_run_that_does_not_beat_the_shipped_start_is_rejected(pretrain, tmp_path, capsys):
+    """The default ``--accept start``: a result below the shipped start's held-out PSNR is not written to OUT."""
+    out = str(tmp_path / "zs.pt")
+    args = ["--method", "zsn2n", "--iters", "2", "--crop", "32", "--batch", "2", "--dead-leaves", "0",
+            "--log-every", "1", "--init", "scratch", "--out", out]
+    assert pretrain.main(args) == 1
+    assert not os.path.exists(out) and os.path.exists(out + ".rejected")
+    assert "is not above the shipped start" in capsys.readouterr().out
