@@ -31,8 +31,7 @@ Defaults per device (``iters``/``crop``/``batch``/``base`` None):
   weight EMA of decay 0.97 (``weight_ema``). From scratch (``init="scratch"``, or a network the start does
   not fit): 300 iterations.
 
-CUDA graphs are off by default (``cuda_graph=False``): both passes have the same shape and carry
-gradients, so they would share one captured graph's static buffers.
+On CUDA the two passes of a step (same shape, both carrying gradients) are captured as two CUDA graphs.
 Measurements: ``docs/methods/noise2same.md``.
 """
 from __future__ import annotations
@@ -82,7 +81,6 @@ class Noise2SameConfig(FitConfig):
     lr: float = 4e-4
     optimizer: str = "adam"
     weight_decay: float = 0.0
-    cuda_graph: bool = False
     lam: float = 2.0
     perc: float = 0.5
     mask_replace: str = "gaussian"
