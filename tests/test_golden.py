@@ -68,14 +68,14 @@ def _dataset_sampler(imgs):
 
 @pytest.mark.parametrize("method", METHODS)
 def test_golden_record(method, monkeypatch):
-    monkeypatch.setenv("FASTDENOISE_CPU_BACKEND", "torch")
+    monkeypatch.setenv("FASTDENOISE_BACKEND", "torch")
     with open(GOLDEN) as f:
         want = json.load(f)[method]
     assert record(method) == want
 
 
 if __name__ == "__main__" and "--write" in sys.argv:
-    os.environ["FASTDENOISE_CPU_BACKEND"] = "torch"
+    os.environ["FASTDENOISE_BACKEND"] = "torch"
     torch.set_num_threads(1)
     recs = {m: record(m) for m in METHODS}
     with open(GOLDEN, "w") as f:
