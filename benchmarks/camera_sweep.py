@@ -123,15 +123,21 @@ def format_markdown(rows: list[dict], command: str) -> str:
             "|---|---|---|---|---|---|---|"]
     groups: dict = {}
     for r in rows:
-        if r["method"] in ("noisy",):
-            continue
-        groups.setdefault((r["method"], r.get("iters")), []).append(r)
+        if r["method"] != "pipeline":          # scored against the original crop: not comparable here
+            groups.setdefault((r["method"], r.get("iters")), []).append(r)
     for (m, it), sel in groups.items():
         gains = [r["psnr"] - noisy[r["image"]] for r in sel if r["image"] in noisy]
         rgb = [r["psnr"] - noisy[r["image"]] for r in sel if r["image"] in noisy and r["image"] != "camera"]
         out.append(f"| {m} | {'–' if it is None else it} | {len(sel)} | {np.mean([r['psnr'] for r in sel]):.2f} | "
                    f"{np.mean([r['ssim'] for r in sel]):.4f} | {np.mean(gains):+.2f} | "
                    f"{(f'{np.mean(rgb):+.2f}' if rgb else '–')} |")
+    pipe = [r["psnr"] for r in rows if r["method"] == "pipeline"]
+    if pipe:
+        out += ["", f"The noise-free rendering (`pipeline` rows) scores {np.mean(pipe):.2f} dB mean against the "
+                    f"original crops ({', '.join(f'{p:.2f}' for p in pipe)}): what bilinear demosaicing and the "
+                    "pipeline's clipping cost before any noise."]
+    out += ["", "`time s`: seconds of training (inference not counted) on a shared 2-core machine whose load "
+                "average was about 5 while this ran: not a speed measurement (see quality-timing.md)."]
     want = len(IMAGES) * (3 + 2 + len(METHODS) * 4)
     missing = [f"{m} {p}" for p in ("0", "1x", "2x", "5x") for m in METHODS
                if sum(1 for r in rows if r["method"] == m and r.get("phase") == p) < len(IMAGES)]
