@@ -173,7 +173,10 @@ def evaluate(images=SAMPLES, noises=NOISES, methods=None, *, crop: int = 256, de
         sample = np.asarray(load_sample(name, crop=crop), dtype=np.float32)
         for k, noise in enumerate(noises):
             spec = parse_noise(noise)
-            noisy = np.asarray(spec(sample, seed=seed + k), dtype=np.float32)
+            noisy, params = spec.apply(sample, seed=seed + k, return_params=True)
+            noisy = np.asarray(noisy, dtype=np.float32)
+            if progress and spec.kind in ("camera", "microscopy"):
+                progress(f"{name} {noise}: noise parameters {params[0]}")
             # the noise-free reference: the sample itself, or (camera, microscopy with a PSF) the sample
             # through the same pipeline without noise (NoiseSpec.target)
             clean = np.asarray(spec.target(sample, seed=seed + k), dtype=np.float32)

@@ -285,7 +285,7 @@ class CameraParams:
     Attributes:
         shot: shot-noise level: raw noise variance per unit of signal (raw signal on [0, 1]).
         read: read-noise variance (raw units squared); the raw noise variance is ``shot * raw + read``.
-        ccm_weights: convex weights (normalised) of the four :data:`XYZ_TO_CAM` matrices.
+        ccm_weights: convex weights of the four :data:`XYZ_TO_CAM` matrices (stored normalised to sum 1).
         rgb_gain: digital brightening gain of the forward pipeline (raw = linear / rgb_gain before the
             white balance is undone).
         red_gain, blue_gain: white-balance gains of the red and blue channels (green 1).
@@ -307,7 +307,8 @@ class CameraParams:
         if (not isinstance(w, (tuple, list)) or len(w) != len(XYZ_TO_CAM)
                 or any(not math.isfinite(float(v)) or float(v) < 0 for v in w) or sum(map(float, w)) <= 0):
             raise ValueError(f"ccm_weights must be {len(XYZ_TO_CAM)} non-negative numbers, not all 0, got {w!r}")
-        object.__setattr__(self, "ccm_weights", tuple(float(v) for v in w))
+        total = sum(map(float, w))
+        object.__setattr__(self, "ccm_weights", tuple(float(v) / total for v in w))
 
     def rgb_to_cam(self) -> torch.Tensor:
         """float64 (3, 3) linear sRGB -> camera matrix, rows normalised to sum 1 (white stays white)."""
