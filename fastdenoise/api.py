@@ -15,7 +15,7 @@ import torch
 from fastdenoise.io import as_bchw
 from fastdenoise.io import from_bchw
 from fastdenoise.methods import get_builder
-from fastdenoise.methods.engine import resolve_device
+from fastdenoise.engine import resolve_device
 
 __all__ = ["denoise", "denoise_many", "clear_cache", "get_trainer", "trainers_for", "check_finite"]
 

@@ -330,7 +330,7 @@ def cmd_train(a) -> int:
     from fastdenoise import distributed as D
     from fastdenoise.io import read_stack
     from fastdenoise.methods import get_builder
-    from fastdenoise.methods.engine import crop_sampler
+    from fastdenoise.engine import crop_sampler
 
     rank, size, a.device = D.init(a.device)
     say = (lambda *x, **k: print(*x, **k)) if rank == 0 else (lambda *x, **k: None)  # noqa: E731

@@ -54,7 +54,7 @@ def shard(items: list, rank: int, size: int) -> list:
 def rank_seed(seed: int, rank: int) -> int:
     """Crop seed of ``rank``: ``seed`` itself on rank 0 (a one-process run is unchanged), a mixed seed on the
     others (distinct per rank, never another rank's plain seed)."""
-    from fastdenoise.methods.engine import iter_seed
+    from fastdenoise.engine import iter_seed
 
     return int(seed) if rank == 0 else iter_seed(int(seed) + 104729, rank)
 

@@ -14,7 +14,7 @@ from fastdenoise.api import assemble
 from fastdenoise.api import check_finite
 from fastdenoise.api import trainers_for
 from fastdenoise.io import as_bchw
-from fastdenoise.methods.engine import crop_sampler
+from fastdenoise.engine import crop_sampler
 
 __all__ = ["denoise_stack"]
 

@@ -1,6 +1,6 @@
 """Bounded memory for any image size: the memory budget, its estimate per network, and tiled inference.
 
-The engine (:class:`fastdenoise.methods.engine.Trainer`) uses these for every method:
+The engine (:class:`fastdenoise.engine.Trainer`) uses these for every method:
 
 * :func:`budget` -- bytes one training step or one inference tile may use for activations: ``max_memory``
   when given, else half of the free memory (CPU: ``MemAvailable``; CUDA: ``cudaMemGetInfo``), at least 1 GiB.

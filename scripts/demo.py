@@ -42,7 +42,7 @@ def main(argv=None) -> int:
     from fastdenoise.io import load_sample
     from fastdenoise.io import write_image
     from fastdenoise.methods import p2n
-    from fastdenoise.methods.engine import psnr_quick
+    from fastdenoise.engine import psnr_quick
     from fastdenoise.noise import add_gaussian
 
     t_start = time.perf_counter()

@@ -39,8 +39,8 @@ sys.path.insert(0, os.path.join(ROOT, "scripts"))
 
 from fastdenoise.methods import available  # noqa: E402
 from fastdenoise.methods import get_builder  # noqa: E402
-from fastdenoise.methods.engine import crop_sampler  # noqa: E402
-from fastdenoise.methods.engine import iter_seed  # noqa: E402
+from fastdenoise.engine import crop_sampler  # noqa: E402
+from fastdenoise.engine import iter_seed  # noqa: E402
 
 
 def training_images(channels: int, seed: int, n_synth: int) -> list[torch.Tensor]:
@@ -84,8 +84,8 @@ def noisy_sampler(clean, crop: int, batch: int, seed: int, mix: tuple[float, flo
 
 def init_gray_from_rgb(tr, path: str) -> None:
     """Load every network of the RGB start ``path`` into the grayscale trainer ``tr`` (``--init rgb``)."""
-    from fastdenoise.methods.engine import load_state
-    from fastdenoise.methods.engine import rgb_state_to_gray
+    from fastdenoise.engine import load_state
+    from fastdenoise.engine import rgb_state_to_gray
 
     for name, part in tr.parts.items():
         have = part.model.state_dict()

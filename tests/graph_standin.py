@@ -98,7 +98,7 @@ def make_graphed_callables_standin(module: torch.nn.Module, sample_args: tuple, 
 
 
 class CountingCapture:
-    """The stand-in as a capture for :func:`fastdenoise.methods.graphs.capture_with`, counting captures."""
+    """The stand-in as a capture for :func:`fastdenoise.engine.graphs.capture_with`, counting captures."""
 
     def __init__(self):
         self.captures = 0

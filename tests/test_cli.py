@@ -210,7 +210,7 @@ def test_large_image_on_a_budget_prints_the_plan(tmp_path, capsys, monkeypatch):
     (the 12-megapixel measurement is in docs/INPUTS.md)."""
     import imageio.v3 as iio
 
-    from fastdenoise.methods.engine import Trainer
+    from fastdenoise.engine import Trainer
 
     monkeypatch.setattr(Trainer, "SMALL_PIXELS", 0)
     big = tmp_path / "big.png"

@@ -10,7 +10,7 @@ import torch
 
 from fastdenoise import distributed as D
 from fastdenoise.methods import get_builder
-from fastdenoise.methods.engine import crop_sampler
+from fastdenoise.engine import crop_sampler
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 pytestmark = [pytest.mark.usefixtures("one_thread"),
@@ -21,7 +21,7 @@ import sys
 import torch
 from fastdenoise import distributed as D
 from fastdenoise.methods import get_builder
-from fastdenoise.methods.engine import crop_sampler
+from fastdenoise.engine import crop_sampler
 
 rank, size, _ = D.init("cpu")
 torch.set_num_threads(1)

@@ -218,25 +218,22 @@ def test_time_budget_picks_the_iterations(capsys):
     assert loose.losses == zsn2n.fit(y, device="cpu", iters=5).losses  # and then exactly the unbudgeted run
 
 
-def test_default_cpu_time_cap(capsys, monkeypatch):
-    """A default-length CPU fit is capped by the method's default_time_budget (quiet unless it binds); an
-    explicit iteration count or time_budget=0 is never capped; CUDA has no default cap."""
-    from fastdenoise.methods import engine
+def test_no_time_cap_unless_asked(capsys):
+    """Defaults are fixed iteration counts on every machine (no cap, nothing printed): the same image and seed
+    give the same result whatever the load; ``time_budget=`` caps and says so; 0 is no cap."""
     from fastdenoise.methods import zsn2n
 
     _, y = noisy_pair(8)
     tr = zsn2n.build(device="cpu")
-    assert tr.method.default_time_budget(torch.device("cpu")) == engine.CPU_TIME_BUDGET
-    assert tr.method.default_time_budget(torch.device("cuda")) is None
-    monkeypatch.setattr(zsn2n.ZSN2N, "default_time_budget", lambda self, device: 1e-6)
-    capped = zsn2n.fit(y, device="cpu")
+    assert tr.cfg.time_budget is None
+    res = zsn2n.fit(y, device="cpu")
+    assert res.iters == tr.total_iters(None) and "time budget" not in capsys.readouterr().err
+    capped = zsn2n.fit(y, device="cpu", time_budget=1e-6)
     assert capped.iters == 2 and "time budget" in capsys.readouterr().err
-    assert zsn2n.fit(y, device="cpu", iters=4).iters == 4              # an explicit count is exact
     assert zsn2n.fit(y, device="cpu", iters=3, time_budget=0).iters == 3
-    monkeypatch.setattr(zsn2n.ZSN2N, "default_time_budget", lambda self, device: 1e6)
-    capsys.readouterr()
-    assert zsn2n.fit(y, device="cpu", iters=None).iters == zsn2n.build(device="cpu").total_iters(None)
-    assert "time budget" not in capsys.readouterr().err               # quiet when the cap does not bind
+    for bad in (-1, "10", True):
+        with pytest.raises(ValueError, match="time_budget"):
+            zsn2n.build(device="cpu", time_budget=bad)
 
 
 def test_shipped_starts(tmp_path, monkeypatch):
@@ -244,9 +241,9 @@ def test_shipped_starts(tmp_path, monkeypatch):
     (every part, same layers and shapes), else keeps the random init; init="scratch" never loads; the
     trainer and denoise's info say what each network started from."""
     from fastdenoise import api
-    from fastdenoise.methods import engine
+    from fastdenoise.engine import starts
 
-    monkeypatch.setattr(engine, "WEIGHTS_DIR", str(tmp_path))
+    monkeypatch.setattr(starts, "WEIGHTS_DIR", str(tmp_path))
     src = get_builder("apr")(device="cpu", **TINY["apr"])
     with torch.no_grad():
         for p in src.parts.values():
@@ -287,8 +284,8 @@ def test_shipped_starts(tmp_path, monkeypatch):
 def test_tta_self_ensemble():
     """tta=n averages the inference over n dihedral transforms, each undone: the transforms invert exactly,
     non-square images keep their shape, tta=1 is the single pass, and a bad count is refused at build."""
-    from fastdenoise.methods.engine import dihedral
-    from fastdenoise.methods.engine import dihedral_inverse
+    from fastdenoise.engine import dihedral
+    from fastdenoise.engine import dihedral_inverse
 
     x = torch.rand(1, 2, 5, 7)
     for k in range(8):
@@ -312,7 +309,7 @@ def test_tta_self_ensemble():
 def test_warmup_ramps_the_learning_rate(monkeypatch):
     """warmup=f: the lr rises linearly to the schedule's over the first f of each stage's iterations;
     out-of-range fractions are refused; APR with iters=0 trains neither network."""
-    from fastdenoise.methods.engine import Part
+    from fastdenoise.engine import Part
 
     seen = []
     orig = Part.set_lr
@@ -331,7 +328,7 @@ def test_warmup_ramps_the_learning_rate(monkeypatch):
 
 def test_weight_ema_is_the_average_of_the_iterates(monkeypatch):
     """``weight_ema=d``: the network that leaves each stage is d-EMA of the weights after every step."""
-    from fastdenoise.methods import engine
+    from fastdenoise import engine
     from fastdenoise.methods import zsn2n
 
     _, y = noisy_pair(5)

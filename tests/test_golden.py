@@ -61,7 +61,7 @@ def record(method: str) -> dict:
 
 
 def _dataset_sampler(imgs):
-    from fastdenoise.methods.engine import crop_sampler
+    from fastdenoise.engine import crop_sampler
 
     sample = crop_sampler(imgs, 16, 2, seed=5)
     return lambda t: sample(t)

@@ -10,8 +10,8 @@ from common import noisy_pair
 from graph_standin import CountingCapture
 from graph_standin import make_graphed_callables_standin
 
-from fastdenoise.methods import graphs
-from fastdenoise.methods.graphs import GraphedNet
+from fastdenoise.engine import graphs
+from fastdenoise.engine.graphs import GraphedNet
 
 pytestmark = [pytest.mark.usefixtures("one_thread"),
               pytest.mark.cpu_only("the CUDA-graph rules checked with a CPU stand-in (gpu_check fits every method with graphs on a GPU)")]

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from fastdenoise.methods import get_builder
-from fastdenoise.methods.engine import load_state
-from fastdenoise.methods.engine import rgb_state_to_gray
+from fastdenoise.engine import load_state
+from fastdenoise.engine import rgb_state_to_gray
 
 pytestmark = pytest.mark.cpu_only("grayscale starts checked bit for bit on the CPU")
 

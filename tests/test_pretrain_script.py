@@ -18,7 +18,7 @@ def pretrain(monkeypatch):
 
 
 def test_weight_ema_run_and_export_of_a_stopped_run(pretrain, tmp_path, capsys, monkeypatch):
-    from fastdenoise.methods.engine import Trainer
+    from fastdenoise.engine import Trainer
 
     out = str(tmp_path / "zs.pt")
     saved = []

@@ -7,7 +7,7 @@ import torch
 
 from fastdenoise import tiling
 from fastdenoise.methods import get_builder
-from fastdenoise.methods.engine import Trainer
+from fastdenoise.engine import Trainer
 from fastdenoise.metrics import psnr
 
 pytestmark = [pytest.mark.usefixtures("one_thread"),

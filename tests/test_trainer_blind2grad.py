@@ -129,8 +129,8 @@ def test_freeze_bn_keeps_a_starts_statistics(tmp_path):
 def test_rgb_weights_file_folds_for_a_grayscale_image(tmp_path):
     """``weights=`` RGB file on a grayscale image: folded like the shipped RGB starts; a file that fits no
     way (another width) is refused with the layer and shapes named."""
-    from fastdenoise.methods.engine import load_state
-    from fastdenoise.methods.engine import rgb_state_to_gray
+    from fastdenoise.engine import load_state
+    from fastdenoise.engine import rgb_state_to_gray
 
     rgb = b2g.build(**TINY)
     path = str(tmp_path / "rgb.pt")

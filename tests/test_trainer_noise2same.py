@@ -23,9 +23,9 @@ def _smooth(seed=0, shape=(1, 3, 32, 32), sigma=0.1):
 
 def test_helpers():
     from fastdenoise.functional import standardize
-    from fastdenoise.methods.engine import crop_sampler
-    from fastdenoise.methods.engine import dihedral
-    from fastdenoise.methods.engine import staircase_lr
+    from fastdenoise.engine import crop_sampler
+    from fastdenoise.engine import dihedral
+    from fastdenoise.engine import staircase_lr
 
     x = torch.rand(2, 3, 8, 9) * 3 + 1
     xs, mean, std = standardize(x)
@@ -75,7 +75,7 @@ def test_dataset_mode():
     imgs = [_smooth(s, (1, 3, 40, 48))[1][0] for s in range(2)] + [torch.rand(3, 12, 14)]
     tr = n2s.train(imgs, iters=2, **TINY)
     assert tr.run.t == 2 and len(tr.run.losses) == 2
-    from fastdenoise.methods.engine import crop_sampler
+    from fastdenoise.engine import crop_sampler
 
     tr.fit_dataset(crop_sampler(imgs, 16, 2), iters=3)      # raw crops (the CLI path): standardised per crop
     assert tr.run.t == 3 and np.isfinite(tr.run.losses).all()

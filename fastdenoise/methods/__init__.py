@@ -1,4 +1,4 @@
-"""Training methods (each a :class:`~fastdenoise.methods.engine.Method` in one module) and their engine.
+"""Training methods (each a :class:`~fastdenoise.engine.Method` in one module) and their engine.
 
 The registry below is the one list of methods: :func:`available` feeds the CLI choices, ``eval``, the
 quality table, the benchmarks and the trainer tests. A method module defines its ``Method`` subclass and
@@ -10,10 +10,10 @@ from __future__ import annotations
 import importlib
 from typing import Callable
 
-from fastdenoise.methods.engine import FitConfig
-from fastdenoise.methods.engine import FitResult
-from fastdenoise.methods.engine import Method
-from fastdenoise.methods.engine import Trainer
+from fastdenoise.engine import FitConfig
+from fastdenoise.engine import FitResult
+from fastdenoise.engine import Method
+from fastdenoise.engine import Trainer
 
 # name -> module path (imported lazily: the module's ``build`` and its Method subclass)
 METHODS: dict[str, str] = {

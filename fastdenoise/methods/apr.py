@@ -34,8 +34,7 @@ Single-image defaults (``iters``/``crop``/``batch``/``stages``/``s_infer``/``tta
 
 * CUDA: 3000 APR iterations on 8 x 128^2 crops, then 1500 RD iterations; BSN inference at s=1, tta 1.
 * CPU: 120 APR iterations on 8 x 32^2 crops from the shipped start (``fastdenoise/weights/apr_start.pt``),
-  no RD (the BSN's output is final), s=0, 32^2 tiles, the output averaged over 4 rotations (``tta=4``);
-  training is capped at 65 s (``cpu_time_budget``).
+  no RD (the BSN's output is final), s=0, 32^2 tiles, the output averaged over 4 rotations (``tta=4``).
 
 A grayscale image meets the RGB start as three equal channels and the output is their mean.
 ``rd_iters`` None = half the APR iterations (the APR paper's 200k/400k ratio). Per-step estimates are
@@ -48,13 +47,13 @@ from dataclasses import dataclass
 
 import torch
 
-from fastdenoise.methods.engine import FitConfig
-from fastdenoise.methods.engine import Method
-from fastdenoise.methods.engine import Stage
-from fastdenoise.methods.engine import build as _build
-from fastdenoise.methods.engine import cosine_lr
-from fastdenoise.methods.engine import CropTraining
-from fastdenoise.methods.engine import method_api
+from fastdenoise.engine import FitConfig
+from fastdenoise.engine import Method
+from fastdenoise.engine import Stage
+from fastdenoise.engine import build as _build
+from fastdenoise.engine import cosine_lr
+from fastdenoise.engine import CropTraining
+from fastdenoise.engine import method_api
 
 CUDA_ITERS, CPU_ITERS = 3000, 120
 CUDA_CROP, CPU_CROP = 128, 32   # CPU: the BSN start is trained on, and denoises in, 32^2 tiles
@@ -126,7 +125,6 @@ class APR(CropTraining, Method):
     name = "apr"
     summary = "APR sampler on the AT-BSN blind-spot net, then Recharged Distillation"
     Config = APRConfig
-    cpu_time_budget = 65.0      # seconds of training at most on the CPU: the 4-rotation inference adds 14-20 s
 
     def resolve(self, cfg: APRConfig, device: torch.device) -> APRConfig:
         cuda = device.type == "cuda"
@@ -171,7 +169,7 @@ class APR(CropTraining, Method):
     def _rgb_start_fits(self) -> bool:
         """Whether the shipped RGB start has this config's BSN layers and shapes."""
         if not hasattr(self, "_fits"):
-            from fastdenoise.methods.engine import load_state
+            from fastdenoise.engine import load_state
 
             path, self._fits = self.start_path(3), False
             if path is not None:

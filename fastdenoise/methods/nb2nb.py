@@ -31,9 +31,9 @@ from dataclasses import dataclass
 
 import torch
 
-from fastdenoise.methods.engine import FitConfig
-from fastdenoise.methods.engine import Method
-from fastdenoise.methods.engine import method_api
+from fastdenoise.engine import FitConfig
+from fastdenoise.engine import Method
+from fastdenoise.engine import method_api
 
 CUDA_ITERS, CPU_ITERS = 2000, 400
 CPU_ITERS_START = 150      # from the shipped start (module docstring)

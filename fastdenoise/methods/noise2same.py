@@ -40,11 +40,11 @@ from dataclasses import dataclass
 
 import torch
 
-from fastdenoise.methods.engine import FitConfig
-from fastdenoise.methods.engine import Method
-from fastdenoise.methods.engine import CropTraining
-from fastdenoise.methods.engine import method_api
-from fastdenoise.methods.engine import staircase_lr
+from fastdenoise.engine import FitConfig
+from fastdenoise.engine import Method
+from fastdenoise.engine import CropTraining
+from fastdenoise.engine import method_api
+from fastdenoise.engine import staircase_lr
 from fastdenoise.ops.noise2same.reference import standardize
 
 CUDA_ITERS, CPU_ITERS = 3000, 300

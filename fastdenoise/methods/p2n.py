@@ -50,11 +50,11 @@ from dataclasses import dataclass
 
 import torch
 
-from fastdenoise.methods.engine import FitConfig
-from fastdenoise.methods.engine import Method
-from fastdenoise.methods.engine import Trainer
-from fastdenoise.methods.engine import load_state
-from fastdenoise.methods.engine import method_api
+from fastdenoise.engine import FitConfig
+from fastdenoise.engine import Method
+from fastdenoise.engine import Trainer
+from fastdenoise.engine import load_state
+from fastdenoise.engine import method_api
 
 WEIGHTS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "weights")
 DEFAULT_WEIGHTS = os.path.join(WEIGHTS_DIR, "unet_n2n_gauss.pt")
@@ -228,9 +228,9 @@ def fit_many(images: torch.Tensor, config: P2NConfig | None = None, *, trainer: 
         (K, C, H, W) float32 denoised images: each model's output EMA (``ema`` set), else its output on its
         image after training.
     """
-    from fastdenoise.methods.engine import ema_update
-    from fastdenoise.methods.engine import iter_seed
-    from fastdenoise.methods.engine import make_optimizer
+    from fastdenoise.engine import ema_update
+    from fastdenoise.engine import iter_seed
+    from fastdenoise.engine import make_optimizer
 
     if not isinstance(images, torch.Tensor) or images.dim() != 4:
         raise ValueError(f"images must be a (K, C, H, W) tensor, got "

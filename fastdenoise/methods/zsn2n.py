@@ -24,10 +24,10 @@ from dataclasses import dataclass
 
 import torch
 
-from fastdenoise.methods.engine import FitConfig
-from fastdenoise.methods.engine import Method
-from fastdenoise.methods.engine import method_api
-from fastdenoise.methods.engine import staircase_lr
+from fastdenoise.engine import FitConfig
+from fastdenoise.engine import Method
+from fastdenoise.engine import method_api
+from fastdenoise.engine import staircase_lr
 
 CUDA_ITERS, CPU_ITERS = 2000, 1000
 CPU_ITERS_START = 600        # from the shipped start (module docstring)
