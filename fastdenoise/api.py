@@ -170,15 +170,12 @@ def denoise(image, method: str = "p2n", iters: int | None = None, seed: int = 0,
     return (result, info) if return_info else result
 
 
-BATCHED = ("p2n",)   # methods with a batched fit (one network copy per image, fitted together)
-
-
 def denoise_many(images: list, method: str = "p2n", iters: int | None = None, seed: int = 0,
                  device: str = "auto", weights: str | None = None, return_info: bool = False, **options):
     """Denoise several images of one shape, kind and dtype, each by its own network, fitted together.
 
-    For P2N (:data:`BATCHED`) the K networks run as one batched network
-    (:func:`fastdenoise.methods.p2n.fit_many`): a GPU is busy with K images per kernel instead of one.
+    For a method with a batched fit (``Method.batched``, e.g. P2N) the K networks run as one batched network
+    (:meth:`fastdenoise.engine.Trainer.fit_many`): a GPU is busy with K images per kernel instead of one.
     Each image's result is statistically, not bitwise, equal to :func:`denoise` of it alone (one seed
     stream for the batch). When the method has no batched fit, the images need crops or tiles to fit
     the memory budget, or they have 1 < C != 3 channels, each image goes through :func:`denoise` instead
@@ -206,12 +203,12 @@ def denoise_many(images: list, method: str = "p2n", iters: int | None = None, se
                                      "seconds": sum(r[1]["seconds"] for r in res)}
 
     c = x0.shape[1]
-    if len(images) == 1 or method not in BATCHED or c not in (1, 3) or options.get("alpha"):
+    from fastdenoise.methods import batched
+
+    if len(images) == 1 or not batched(method) or c not in (1, 3) or options.get("alpha"):
         outs, info = one_by_one()
         return (outs, info) if return_info else outs
     import time
-
-    from fastdenoise.methods.p2n import fit_many
 
     tr = get_trainer(method, device=device, in_ch=c, weights=weights, **options)
     batch = torch.cat([x for x, _, _ in xs])
@@ -220,7 +217,7 @@ def denoise_many(images: list, method: str = "p2n", iters: int | None = None, se
         outs, info = one_by_one()                       # over the budget together: one at a time (tiled)
         return (outs, info) if return_info else outs
     t0 = time.perf_counter()
-    out = fit_many(batch, trainer=tr, iters=iters, seed=seed).float().cpu()
+    out = tr.fit_many(batch, iters=iters, seed=seed).best.float().cpu()
     outs = [assemble([out[i:i + 1]], xs[i][0], c, False, method, layout, dtype) for i in range(len(xs))]
     info = {"method": method, "batched": True, "iters": tr.total_iters(iters), "device": str(tr.device),
             "seconds": time.perf_counter() - t0, "init": {n: os.path.basename(v) for n, v in tr.init_from.items()}}

@@ -286,11 +286,11 @@ def cmd_denoise(a) -> int:
             failed += 1
             print(f"{tag} FAILED {inp}: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
 
-    from fastdenoise.api import BATCHED
     from fastdenoise.io import read_stack
+    from fastdenoise.methods import batched
     from fastdenoise.io import write_stack
 
-    batching = a.batch > 1 and a.method in BATCHED and a.clean is None and not a.plot
+    batching = a.batch > 1 and batched(a.method) and a.clean is None and not a.plot
     for i, (inp, dst, clash) in D.shard(list(enumerate(jobs)), rank, size):
         tag = f"[{i + 1}/{n}]"
         if clash is not None:
@@ -456,7 +456,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--progress", action="store_true", help="progress bars over iterations and tiles")
     d.add_argument("--method", choices=methods, default="p2n")
     d.add_argument("--batch", type=int, default=1, metavar="K",
-                   help="fit up to K same-size images at once, one network each (p2n: fit_many; a GPU is busy with "
+                   help="fit up to K same-size images at once, one network each (methods with a batched fit, e.g. p2n; a GPU is busy with "
                         "K images per kernel); others and stacks one by one (default 1)")
     d.add_argument("--iters", type=int, default=None,
                    help="iterations per image (default: the method's; --iters 0 with p2n = pretrained net only)")

@@ -1,5 +1,5 @@
 """The training loop: :class:`Trainer` runs every method's stages, in single-image mode (:meth:`Trainer.fit`)
-and dataset mode (:meth:`Trainer.fit_dataset`), through the one loop :meth:`Trainer._loop` that calls the
+dataset mode (:meth:`Trainer.fit_dataset`) and batched fits of K images (:meth:`Trainer.fit_many`), through the one loop :meth:`Trainer._loop` that calls the
 callbacks of :mod:`fastdenoise.engine.callbacks` (progress, logs, output and weight EMAs, time budget,
 checkpoints). Inference and checkpoints come from the :class:`~fastdenoise.engine.inference.Inference` and
 :class:`~fastdenoise.engine.checkpoint.Checkpoints` mixins.
@@ -13,6 +13,7 @@ from typing import Callable
 import torch
 
 from fastdenoise.engine import callbacks as cb
+from fastdenoise.engine.batched import Batched
 from fastdenoise.engine.checkpoint import Checkpoints
 from fastdenoise.engine.common import iter_seed
 from fastdenoise.engine.common import resolve_device
@@ -26,7 +27,7 @@ from fastdenoise.engine.state import Part
 from fastdenoise.engine.state import Run
 
 
-class Trainer(Inference, Checkpoints):
+class Trainer(Inference, Checkpoints, Batched):
     """The networks, optimisers and loop of one method. Use :func:`fastdenoise.engine.build`.
 
     Attributes:
@@ -222,7 +223,8 @@ class Trainer(Inference, Checkpoints):
             p.net.new_step()
         loss, est = step(run, batch, t, total, iter_seed(run.seed, t))
         part.opt.zero_grad(set_to_none=True)   # never in place: graphs hand back their own buffers
-        loss.backward()
+        # a batched fit's loss is the mean over its K images: K times it gives each copy its own loss's gradient
+        (loss if run.batched == 1 else loss * run.batched).backward()
         part.opt.step()
         return loss, est
 

@@ -61,6 +61,9 @@ class Method:
     uses_torch_rng = False
     #: smallest image side the method takes (the 2x2-cell samplers of Nb2Nb and ZS-N2N need 2)
     min_size = 2
+    #: the method can fit K images at once, one copy of its networks each (:meth:`Trainer.fit_many`; networks
+    #: without BatchNorm running statistics)
+    batched = False
 
     def __init__(self, cfg: FitConfig):
         self.cfg = cfg

@@ -68,6 +68,7 @@ class Run:
         self.t = 0                          # iterations done in the current stage
         self.done: list[str] = []           # stages finished
         self.dataset_mode = False           # batches of crops of many images (fit_dataset)
+        self.batched = 1                    # copies of the networks fitted at once (Trainer.fit_many)
         self.ema: torch.Tensor | None = None
         self.wema: dict[str, torch.Tensor] | None = None   # weight EMA of the current stage's network
         self.losses: list[float] = []

@@ -59,10 +59,15 @@ def get_method(name: str) -> type[Method]:
     return found[0]
 
 
+def batched(name: str) -> bool:
+    """Whether method ``name`` fits K images at once (``Method.batched``: :meth:`Trainer.fit_many`)."""
+    return bool(get_method(name).batched)
+
+
 def summary(name: str) -> str:
     """One line describing method ``name`` (its Method's ``summary``)."""
     return get_method(name).summary or name
 
 
-__all__ = ["FitConfig", "FitResult", "METHODS", "Method", "Trainer", "available", "get_builder", "get_method",
+__all__ = ["FitConfig", "FitResult", "METHODS", "Method", "Trainer", "available", "batched", "get_builder", "get_method",
            "register_method", "summary"]

@@ -117,6 +117,7 @@ class P2N(Method):
     """Positive2Negative: the step below on the N2N U-Net from the Gaussian-pretrained start."""
 
     name = "p2n"
+    batched = True
     summary = "Positive2Negative (default): 100 iterations (CPU: 50) from a Gaussian-pretrained U-Net"
     Config = P2NConfig
     inits = INITS
@@ -206,84 +207,26 @@ def fit_many(images: torch.Tensor, config: P2NConfig | None = None, *, trainer: 
              iters: int | None = None, seed: int | None = None, **overrides) -> torch.Tensor:
     """Throughput mode: fit one independent copy of the network to each of ``images`` at once.
 
-    ``images`` is (K, C, H, W) on [0, 1]; model k sees only image k (its own weights and AdamW state,
-    started from the same initial weights). The K networks run as one batched network through
-    ``torch.func.functional_call`` under ``torch.vmap`` (batched weights become grouped convolutions),
-    so a GPU is busy with K images per kernel instead of one. AdamW is elementwise, so a single AdamW
-    over the stacked weights is exactly K independent optimisers; the summed loss (K times the fused
-    loss's mean over all K images) gives each model the gradient of its own loss.
-
-    The draws differ from K separate :func:`fit` calls (one seed stream for the batch), so outputs are
-    statistically, not bitwise, equal to them. With ``ema`` set (the P2N default) each model's result is
-    the EMA of its step estimates, as ``FitResult.best`` of :func:`fit`. Not supported here: CUDA graph
-    capture and checkpoints (use :meth:`Trainer.fit` per image for those).
+    ``images`` is (K, C, H, W) on [0, 1]; copy k sees only image k. The engine's batched fit
+    (:meth:`fastdenoise.engine.Trainer.fit_many`): the same loop, schedules and EMAs as :func:`fit`, the K
+    copies run as one batched network, so a GPU is busy with K images per kernel instead of one. The draws
+    differ from K separate :func:`fit` calls (one seed stream for the batch): outputs are statistically, not
+    bitwise, equal to them.
 
     Args:
         images: (K, C, H, W) noisy images, all the same size.
         config, overrides: as for :func:`build`; ``trainer`` supplies the network and initial weights.
-        iters: iterations (default: the config's, else 100).
+        iters: iterations (default: the config's, else the method's).
         seed: seed of the draws (default: the config's).
 
     Returns:
-        (K, C, H, W) float32 denoised images: each model's output EMA (``ema`` set), else its output on its
-        image after training.
+        (K, C, H, W) float32 denoised images: each copy's output EMA (``ema`` set, the P2N default), else its
+        output after training.
     """
-    from fastdenoise.engine import ema_update
-    from fastdenoise.engine import iter_seed
-    from fastdenoise.engine import make_optimizer
-
     if not isinstance(images, torch.Tensor) or images.dim() != 4:
         raise ValueError(f"images must be a (K, C, H, W) tensor, got "
                          f"{tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__}")
     tr = trainer or build(config, in_ch=images.shape[1], **overrides)
-    c = tr.cfg
     if not isinstance(tr.method, P2N):
         raise TypeError("trainer must be a P2N trainer (from fastdenoise.methods.p2n.build)")
-    seed = tr.seed_of(seed)
-    tr.reset(seed)                   # initial weights for this seed (a no-op for the pretrained start)
-    dev = tr.device
-    y, gray = tr.method.prepare(images.to(dev, torch.float32).contiguous())
-    k = y.shape[0]
-    total = tr.total_iters(iters)
-    model = tr.model
-    names = [n for n, _ in model.named_parameters()]
-    init = tr.parts["model"].init_state
-    params = {n: init[n].to(dev).unsqueeze(0).repeat(k, *([1] * init[n].dim()))
-              .requires_grad_(True) for n in names}
-    buffers = {n: b.unsqueeze(0).expand(k, *b.shape) for n, b in model.named_buffers()}
-    opt = make_optimizer(params.values(), c, dev)
-
-    def one(p, b, x):
-        return torch.func.functional_call(model, (p, b), (x,))
-
-    batched = torch.vmap(one)
-    amp = tr.amp
-
-    def net(x):  # (K, n, C, H, W) -> (K, n, C, H, W) fp32
-        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):
-            return batched(params, buffers, x).float()
-
-    def single(x):  # (K, C, H, W): image i through model i
-        return net(x.unsqueeze(1)).squeeze(1)
-
-    def pair(z):  # z is [positives (K); negatives (K)]: model i gets (z[i], z[K + i])
-        out = net(z.view(2, k, *y.shape[1:]).transpose(0, 1))
-        return out[:, 0], out[:, 1]
-
-    model.train()
-    ema = None
-    for t in range(total):
-        loss, est = p2n_step(c, tr.backend, single, pair, y, t, total, iter_seed(seed, t))
-        loss = loss * k  # the mean over K images -> the sum of the K models' own losses
-        opt.zero_grad(set_to_none=False)
-        loss.backward()
-        opt.step()
-        if c.ema is not None:
-            ema = ema_update(ema, est, c.ema)
-    if ema is not None:
-        return tr.method.finish(ema, gray).contiguous()
-    with torch.no_grad():
-        model.eval()
-        res = single(y)
-        model.train()
-    return tr.method.finish(res, gray).contiguous()
+    return tr.fit_many(images, iters=iters, seed=seed).best.contiguous()
