@@ -330,7 +330,6 @@ def cmd_train(a) -> int:
     from fastdenoise import distributed as D
     from fastdenoise.io import read_stack
     from fastdenoise.methods import get_builder
-    from fastdenoise.engine import crop_sampler
 
     rank, size, a.device = D.init(a.device)
     say = (lambda *x, **k: print(*x, **k)) if rank == 0 else (lambda *x, **k: None)  # noqa: E731
@@ -360,11 +359,11 @@ def cmd_train(a) -> int:
         kw["lr"] = a.lr
     tr = get_builder(a.method)(in_ch=chans.pop(), **kw)
     D.ddp(tr)
-    sampler = crop_sampler(imgs, a.crop, a.batch, D.rank_seed(a.seed, rank))
-    res = tr.fit_dataset(sampler, iters=a.iters)
+    res = tr.train_images(imgs, crop=a.crop, batch=a.batch, iters=a.iters, seed=a.seed,
+                          crop_seed=D.rank_seed(a.seed, rank))
     D.barrier()
     last = f"{res.losses[-1]:.5g}" if res.losses else "n/a"
-    ranks = f" x {size} ranks (global batch {a.batch * size})" if size > 1 else ""
+    ranks = f" x {size} ranks (global batch {tr.plan['batch'] * size})" if size > 1 else ""
     say(f"trained {a.method} on {len(imgs)} images{ranks}: {tr.run.t} iterations ({res.iters} in this run, "
         f"{res.seconds:.1f}s), last loss {last}; checkpoint {a.out}")
     D.finish()
@@ -490,8 +489,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("-r", "--recursive", action="store_true", help="also the images in sub-folders of DIR")
     t.add_argument("--out", required=True, help="checkpoint path")
     t.add_argument("--iters", type=int, default=1000)
-    t.add_argument("--crop", type=int, default=128)
-    t.add_argument("--batch", type=int, default=4)
+    t.add_argument("--crop", type=int, default=None, help="crop side (default: the method's dataset-mode crop)")
+    t.add_argument("--batch", type=int, default=None, help="crops per step (default: the method's)")
     t.add_argument("--lr", type=float, default=None)
     t.add_argument("--checkpoint-every", type=int, default=100)
     t.add_argument("--resume", action="store_true", help="continue from --out if it exists")

@@ -14,7 +14,6 @@ from fastdenoise.api import assemble
 from fastdenoise.api import check_finite
 from fastdenoise.api import trainers_for
 from fastdenoise.io import as_bchw
-from fastdenoise.engine import crop_sampler
 
 __all__ = ["denoise_stack"]
 
@@ -57,12 +56,9 @@ def denoise_stack(stack, method: str = "p2n", iters: int | None = None, seed: in
     for i, k, tr in trainers_for(method, c, device=device, weights=weights, **options):
         tr.check_size(x[:1, i:i + k])
         tr.reset(seed)
-        prepared = [tr.method.prepare(tr.to_input(x[j:j + 1, i:i + k]))[0][0] for j in range(n)]
-        side, b = tr.method.dataset_crops(tr.device, crop, batch)
-        side = max(2, min(side, h, w))
-        sampler = crop_sampler(prepared, side, b, tr.seed_of(seed), augment=tr.method.augment_crops())
-        del prepared
-        res = tr.fit_dataset(sampler, iters=tr.total_iters(iters), seed=seed, prepared=True)
+        res = tr.train_images([x[j, i:i + k] for j in range(n)], crop=crop, batch=batch,
+                              iters=tr.total_iters(iters), seed=seed)
+        side, b = tr.plan["crop"], tr.plan["batch"]
         outs.append(torch.cat([tr.denoise(x[j:j + 1, i:i + k]).float().cpu() for j in range(n)]))
         info.update(device=str(tr.device), iters=res.iters, crop=side, batch=b)
         info["seconds"] += res.seconds

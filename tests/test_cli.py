@@ -2,6 +2,7 @@
 import os
 
 import numpy as np
+import torch
 import pytest
 
 from fastdenoise import cli
@@ -286,3 +287,24 @@ def test_denoise_many_api():
         api.denoise_many([imgs[0], imgs[1][:20]], iters=1, device="cpu")
     with pytest.raises(ValueError, match="non-empty list"):
         api.denoise_many([], device="cpu")
+
+
+@pytest.mark.parametrize("method", ["noise2same", "zsn2n"])
+def test_train_cli_and_api_train_the_same_weights(tmp_path, method):
+    """``fastdenoise train --method M`` and ``M.train()`` are one engine entry (Trainer.train_images): the same
+    crops, standardisation and augmentation, so the same weights for the same seed."""
+    from fastdenoise.engine import load_state
+    from fastdenoise.io import read_stack
+    data = tmp_path / "data"
+    data.mkdir()
+    for s in range(2):
+        _png(data / f"{s}.png", s)
+    ck = str(tmp_path / "m.pt")
+    assert cli.main(["train", "--method", method, "--data", str(data), "--out", ck, "--iters", "2", "--seed", "3",
+                     "--device", "cpu", "--quiet", "--init", "scratch"]) == 0
+    imgs = [torch.from_numpy(read_stack(str(data / f"{s}.png"))[0][0].transpose(2, 0, 1).copy()) for s in range(2)]
+    mod = __import__(f"fastdenoise.methods.{method}", fromlist=["train"])
+    tr = mod.train(imgs, iters=2, seed=3, device="cpu", init="scratch")
+    saved = load_state(ck)
+    for k, v in tr.model.state_dict().items():
+        assert torch.equal(saved[k], v.float()), k

@@ -8,7 +8,6 @@ from fastdenoise.engine.common import seeded
 from fastdenoise.engine.config import FitConfig
 from fastdenoise.engine.config import FitResult
 from fastdenoise.engine.config import validate
-from fastdenoise.engine.data import crop_sampler
 from fastdenoise.engine.loop import Trainer
 from fastdenoise.engine.method import Method
 
@@ -77,13 +76,11 @@ def method_api(method_cls: type[Method]):
     def train(images: list, config: FitConfig | None = None, *, crop: int | None = None,
               batch: int | None = None, iters: int | None = None, trainer: Trainer | None = None,
               seed: int | None = None, **overrides) -> Trainer:
-        tr = trainer or build_(config, in_ch=int(torch.as_tensor(images[0]).shape[-3]), **overrides)
-        method = tr.method
-        imgs = [method.prepare(torch.as_tensor(im, dtype=torch.float32).reshape(1, *im.shape[-3:]))[0][0]
-                for im in images]
-        crop_, batch_ = method.dataset_crops(tr.device, crop, batch)
-        sampler = crop_sampler(imgs, crop_, batch_, tr.seed_of(seed), augment=method.augment_crops())
-        tr.fit_dataset(sampler, iters=iters, seed=seed, prepared=True)
+        tr = trainer
+        if tr is None:                  # a fresh trainer: its initial weights drawn for this seed, as fit does
+            tr = build_(config, in_ch=int(torch.as_tensor(images[0]).shape[-3]), **overrides)
+            tr.reset(seed)
+        tr.train_images(images, crop=crop, batch=batch, iters=iters, seed=seed)
         return tr
 
     name = method_cls.__name__

@@ -297,3 +297,27 @@ class Trainer(Inference, Checkpoints, Batched):
         prep = (lambda b: b) if prepared else (lambda b: self.method.prepare(b)[0])
         secs, n = self._train(lambda t: prep(self.to_input(sampler(t))), iters, None, use_ema=False)
         return FitResult(torch.empty(0), None, list(self.run.losses), [], n, secs)
+
+    def train_images(self, images: list, *, crop: int | None = None, batch: int | None = None,
+                     iters: int | None = None, seed: int | None = None, crop_seed: int | None = None) -> FitResult:
+        """Dataset mode on a list of noisy images: the one entry of the API (``M.train``), ``fastdenoise train``
+        and stacks, so that they train the same way for the same method and seed.
+
+        Each image ((C, H, W) or (1, C, H, W)) goes through the method's :meth:`Method.prepare` whole (e.g.
+        Noise2Same's standardisation of the whole image); steps take ``batch`` random crops of side ``crop``
+        (None: the method's :meth:`Method.dataset_crops`; at most the largest image side, smaller images
+        padded), with the method's augmentation (:meth:`Method.augment_crops`). ``crop_seed`` seeds the crops
+        (default: the run's seed; distributed runs give each rank its own).
+        """
+        if not len(images):
+            raise ValueError("images must not be empty")
+        method = self.method
+        imgs = [method.prepare(torch.as_tensor(im, dtype=torch.float32).reshape(1, *im.shape[-3:]))[0][0]
+                for im in images]
+        side, b = method.dataset_crops(self.device, crop, batch)
+        side = max(2, min(side, max(im.shape[-2] for im in imgs), max(im.shape[-1] for im in imgs)))
+        seed = self.seed_of(seed)
+        sampler = crop_sampler(imgs, side, b, seed if crop_seed is None else crop_seed,
+                               augment=method.augment_crops())
+        self.plan = {"crop": side, "batch": b}
+        return self.fit_dataset(sampler, iters=iters, seed=seed, prepared=True)
