@@ -81,18 +81,9 @@ def budget(max_memory, device: torch.device) -> float:
     return math.inf if b == 0 else float(b)
 
 
-def _forward_probe(model: torch.nn.Module, in_ch: int, side: int, dev) -> torch.Tensor:
-    """``model`` on a zero probe: ``in_ch`` channels, or one more (a network that takes an extra input plane,
-    such as Blind2Grad's visible mask concatenated to the image)."""
-    try:
-        return model(torch.zeros(1, in_ch, side, side, device=dev))
-    except RuntimeError:
-        return model(torch.zeros(1, in_ch + 1, side, side, device=dev))
-
-
 def activation_bytes(model: torch.nn.Module, in_ch: int, side: int = 64) -> float:
-    """Bytes per input pixel that autograd saves for one training-mode forward of ``model`` (a probe of
-    ``side`` x ``side``; storages counted once). Leaves the model, its buffers and the global RNG as they were."""
+    """Bytes per input pixel that autograd saves for one training-mode forward of ``model`` on ``in_ch``
+    input channels (a probe of ``side`` x ``side``; storages counted once). Leaves the model, its buffers and the global RNG as they were."""
     dev = next(model.parameters()).device
     seen: dict = {}
 
@@ -111,7 +102,7 @@ def activation_bytes(model: torch.nn.Module, in_ch: int, side: int = 64) -> floa
         with torch.random.fork_rng(devices=devs), torch.enable_grad(), \
                 torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
             model.train()
-            _forward_probe(model, in_ch, side, dev)
+            model(torch.zeros(1, in_ch, side, side, device=dev))
     finally:
         model.train(was)
         with torch.no_grad():

@@ -178,7 +178,8 @@ class Inference:
         if self._per_pixel is None:
             from fastdenoise.tiling import activation_bytes
 
-            self._per_pixel = max(activation_bytes(p.model, in_ch) for p in self.parts.values())
+            self._per_pixel = max(activation_bytes(p.model, self.method.network_channels(in_ch, n))
+                                  for n, p in self.parts.items())
         return self._per_pixel
 
     def budget(self) -> float:

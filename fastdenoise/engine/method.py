@@ -107,6 +107,11 @@ class Method:
     def make_model(self, in_ch: int, part: str = "model") -> torch.nn.Module:
         raise NotImplementedError
 
+    def network_channels(self, in_ch: int, part: str) -> int:
+        """Input channels network ``part`` takes for ``in_ch``-channel prepared images (Blind2Grad: the image
+        and its visible-mask plane); the memory plan probes the networks with them."""
+        return in_ch
+
     def start_path(self, in_ch: int) -> str | None:
         """The shipped start of this method for ``in_ch``-channel networks (None: there is none)."""
         return starts.start_path(self.name, in_ch)

@@ -150,6 +150,9 @@ class Blind2Grad(Method):
         """A network that begins from a start keeps the start's BatchNorm statistics (module docstring)."""
         return self.started
 
+    def network_channels(self, in_ch: int, part: str) -> int:
+        return in_ch + 1          # the image and its visible-mask plane
+
     def make_model(self, in_ch: int, part: str = "model") -> torch.nn.Module:
         from fastdenoise.models.blind2grad_net import Blind2GradNet
         from fastdenoise.models.blind2grad_net import MaskedInputNet
