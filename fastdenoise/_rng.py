@@ -99,9 +99,14 @@ def normal_host(seed: int, n: int, stream: int = 0, dtype=torch.float32) -> torc
 
 
 def draw_seed(generator: torch.Generator | None = None) -> int:
-    """A fresh 62-bit seed from torch's (CPU) generator: callers who pass no seed stay reproducible
-    under ``torch.manual_seed``."""
-    return int(torch.randint(0, 2**62, (1,), generator=generator).item())
+    """A fresh 62-bit seed from ``generator`` or, without one, torch's default CPU generator.
+
+    Call it once per training iteration and pass the seed to a sampler and to its loss: a program
+    that calls ``torch.manual_seed(s)`` first draws the same seeds on every run (a constant seed would
+    reuse one sampling pattern for every iteration). A CUDA generator works too (one device sync).
+    """
+    dev = generator.device if generator is not None else torch.device("cpu")
+    return int(torch.randint(0, 2**62, (1,), generator=generator, device=dev).item())
 
 
 # ----------------------------------------------------------------------------------------------
@@ -188,3 +193,36 @@ def normal_exact(seed: int, index: torch.Tensor, stream: int = 0) -> torch.Tenso
     base = (index >> 1) << 1
     zc, zs = box_muller_exact(philox(seed, base, stream), philox(seed, base + 1, stream))
     return torch.where((index & 1) == 0, zc, zs)
+
+
+# ----------------------------------------------------------------------------------------------
+# Seeds as the public ops take them
+
+
+def resolve_seed(seed=None, generator: torch.Generator | None = None) -> int:
+    """The integer seed an op runs with.
+
+    ``seed`` may be a Python or NumPy integer, a one-element integer tensor (read with ``.item()``,
+    which synchronises when it lives on a GPU), or None: then a fresh seed is drawn with
+    :func:`draw_seed` from ``generator`` or, without one, from torch's default CPU generator, so a
+    program that calls ``torch.manual_seed(s)`` first draws the same seeds (and samples) on every run.
+    Passing both a seed and a generator is an error. The result is checked to lie in [0, 2**63).
+    """
+    if torch.compiler.is_compiling() and seed is not None and generator is None and not isinstance(seed, torch.Tensor):
+        return seed  # an int (or symbolic int) traced by torch.compile: checked when the same code runs eagerly
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
+    if seed is None:
+        return draw_seed(generator)
+    if generator is not None:
+        raise ValueError("pass either seed or generator, not both")
+    if isinstance(seed, torch.Tensor):
+        if seed.numel() != 1 or seed.dtype.is_floating_point or seed.dtype.is_complex or seed.dtype == torch.bool:
+            raise TypeError(f"a tensor seed must hold one integer, got dtype {seed.dtype} and shape {tuple(seed.shape)}")
+        seed = int(seed.item())
+    elif isinstance(seed, bool) or not hasattr(seed, "__index__"):
+        raise TypeError(f"seed must be an int, a one-element integer tensor or None, got {type(seed).__name__}")
+    seed = int(seed)
+    if not 0 <= seed <= SEED_MAX:
+        raise ValueError(f"seed must be in [0, 2**63), got {seed}")
+    return seed

@@ -1,4 +1,5 @@
 """Flat namespace of every public fused op (import from here in training code)."""
+from fastdenoise._rng import draw_seed
 from fastdenoise.ops.apr.api import apr_loss
 from fastdenoise.ops.apr.api import apr_sample
 from fastdenoise.ops.blind2grad.api import blind2grad_loss
@@ -7,6 +8,7 @@ from fastdenoise.ops.blindspot.api import s_shift
 from fastdenoise.ops.blindspot.api import shift_conv2d
 from fastdenoise.ops.blindspot.api import shifted_max_pool2d
 from fastdenoise.ops.neighbor.api import nb2nb_loss
+from fastdenoise.ops.neighbor.api import neighbor_pairs
 from fastdenoise.ops.neighbor.api import neighbor_subsample
 from fastdenoise.ops.p2n.api import p2n_gamma
 from fastdenoise.ops.p2n.api import p2n_loss
@@ -22,8 +24,10 @@ __all__ = [
     "apr_loss",
     "apr_sample",
     "blind2grad_loss",
+    "draw_seed",
     "dual_mask",
     "nb2nb_loss",
+    "neighbor_pairs",
     "neighbor_subsample",
     "p2n_gamma",
     "p2n_loss",

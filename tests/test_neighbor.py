@@ -59,12 +59,13 @@ def test_gradcheck(backend):
 @pytest.mark.parametrize("layout", ["contiguous", "noncontiguous"])
 def test_opcheck(backend, layout):
     x = make_input((2, 3, 6, 5), torch.float32, layout)
-    torch.library.opcheck(ops.neighbor_subsample_fwd, (x, 9, backend))
+    for need_g2 in (True, False):
+        torch.library.opcheck(ops.neighbor_subsample_fwd, (x, 9, need_g2, backend))
     dg = make_input((2, 3, 3, 2), torch.float32, layout)
     torch.library.opcheck(ops.neighbor_subsample_bwd, (dg, dg * 2, 9, 6, 5, backend))
     out = make_input((2, 3, 3, 2), torch.float32, layout)
     for compute_grad in (True, False):
-        torch.library.opcheck(ops.nb2nb_loss_fwd, (out, x, x * 0.5, 9, 2.0, compute_grad, backend))
+        torch.library.opcheck(ops.nb2nb_loss_fwd, (out, x, x * 0.5, 9, 0.5, 2.0, compute_grad, backend))
 
 
 @pytest.mark.parametrize("backend", kernel_backends())
@@ -130,6 +131,41 @@ def test_loss_backward_matches_reference(backend, layout):
 
 
 @pytest.mark.parametrize("backend", ALL_BACKENDS)
+@pytest.mark.parametrize("shape", [(1, 1, 2, 2), (2, 3, 9, 8)])
+def test_need_g2_false(backend, shape):
+    """need_g2=False returns (g1, None) with g1 bit-identical to the full call, and g1's gradient."""
+    x = make_input(shape, requires_grad=True)
+    g1, g2 = F.neighbor_subsample(x, 21, need_g2=False, backend=backend)
+    r1, _ = F.neighbor_subsample(x.detach(), 21, backend="torch")
+    assert g2 is None and torch.equal(g1, r1)
+    w = torch.randn_like(g1)
+    (g1 * w).sum().backward()
+    xr = x.detach().clone().requires_grad_(True)
+    (neighbor_subsample_ref(xr, 21)[0] * w).sum().backward()
+    torch.testing.assert_close(x.grad, xr.grad, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("backend", ALL_BACKENDS)
+@pytest.mark.parametrize("lambda1", [1.0, 0.25, 0.0])
+def test_loss_terms_and_lambda1(backend, lambda1):
+    """lambda1 * mean(d^2) + gamma * mean(r^2) with the two means returned for logging; lambda1 = 0
+    keeps only the regulariser (value and gradient)."""
+    y, fy = make_input((2, 3, 8, 6), gen_seed=1), make_input((2, 3, 8, 6), gen_seed=2)
+    out = make_input((2, 3, 4, 3), requires_grad=True)
+    loss, t1, t2 = F.nb2nb_loss(out, y, fy, 8, 1.5, lambda1=lambda1, return_terms=True, backend=backend)
+    o = out.detach().clone().requires_grad_(True)
+    r1, r2 = (nb2nb_loss_ref(o, y, fy, 8, 0.0), nb2nb_loss_ref(o, y, fy, 8, 1.0, lambda1=0.0))
+    expect = lambda1 * r1 + 1.5 * r2
+    expect.backward()
+    assert not t1.requires_grad and not t2.requires_grad
+    torch.testing.assert_close(t1, r1.detach())
+    torch.testing.assert_close(t2, r2.detach())
+    torch.testing.assert_close(loss, expect.detach())
+    loss.backward()
+    torch.testing.assert_close(out.grad, o.grad)
+
+
+@pytest.mark.parametrize("backend", ALL_BACKENDS)
 def test_noncontiguous_and_expanded_grad(backend):
     x = make_input((1, 1, 4, 4)).expand(2, 3, 4, 4).requires_grad_(False)
     x = x.clone().requires_grad_(True)
@@ -178,8 +214,14 @@ def test_invalid_inputs():
         F.neighbor_subsample(x, -1)
     with pytest.raises(ValueError, match="out must have shape"):
         F.nb2nb_loss(torch.rand(1, 3, 8, 8), x, x, 1)
-    with pytest.raises(TypeError, match="fy must have the same dtype"):
-        F.nb2nb_loss(torch.rand(1, 3, 4, 4), x, x.double(), 1)
+    with pytest.raises(TypeError, match="fy must be float"):
+        F.nb2nb_loss(torch.rand(1, 3, 4, 4), x, x.to(torch.int32), 1)
+    with pytest.raises(TypeError, match="needs the seed its sampler used"):
+        F.nb2nb_loss(torch.rand(1, 3, 4, 4), x, x, None)
+    with pytest.raises(ValueError, match="lambda1 must be >="):
+        F.nb2nb_loss(torch.rand(1, 3, 4, 4), x, x, 1, lambda1=-1)
+    with pytest.raises(TypeError, match="need_g2 must be a bool"):
+        F.neighbor_subsample(x, 1, need_g2=0)
     with pytest.raises(ValueError, match="gamma must be >="):
         F.nb2nb_loss(torch.rand(1, 3, 4, 4), x, x, 1, gamma=-1)
     with pytest.raises(ValueError, match="backend must be one of"):

@@ -30,18 +30,19 @@ inline void row_pairs(const Seed& s, int64_t row, int64_t wh, int64_t w, int64_t
 
 }  // namespace
 
-std::vector<at::Tensor> neighbor_subsample_fwd_cpu(const at::Tensor& x_, int64_t seed) {
+// Returns (g1, g2); g2 is an empty (0,) placeholder when need_g2 is false (only g1 is written).
+std::vector<at::Tensor> neighbor_subsample_fwd_cpu(const at::Tensor& x_, int64_t seed, bool need_g2) {
   FD_CHECK_IMAGE(x_);
   const auto x = x_.contiguous();
   const int64_t B = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3), HH = H / 2, WH = W / 2;
   auto g1 = at::empty({B, C, HH, WH}, x.options());
-  auto g2 = at::empty({B, C, HH, WH}, x.options());
+  auto g2 = need_g2 ? at::empty({B, C, HH, WH}, x.options()) : at::empty({0}, x.options());
   if (g1.numel() == 0) return {g1, g2};
   const Seed s(seed);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "neighbor_subsample_fwd", [&] {
     const scalar_t* xp = x.data_ptr<scalar_t>();
     scalar_t* a = g1.data_ptr<scalar_t>();
-    scalar_t* b = g2.data_ptr<scalar_t>();
+    scalar_t* b = need_g2 ? g2.data_ptr<scalar_t>() : nullptr;
     at::parallel_for(0, B * HH, grain_for(C * WH), [&](int64_t begin, int64_t end) {
       std::vector<int64_t> o1(WH), o2(WH);
       std::vector<int8_t> p1(WH), p2(WH);
@@ -51,9 +52,9 @@ std::vector<at::Tensor> neighbor_subsample_fwd_cpu(const at::Tensor& x_, int64_t
         for (int64_t c = 0; c < C; ++c) {
           const scalar_t* src = xp + ((bi * C + c) * H + 2 * i) * W;
           const int64_t o = ((bi * C + c) * HH + i) * WH;
-          for (int64_t j = 0; j < WH; ++j) {
-            a[o + j] = src[o1[j]];
-            b[o + j] = src[o2[j]];
+          for (int64_t j = 0; j < WH; ++j) a[o + j] = src[o1[j]];
+          if (b) {
+            for (int64_t j = 0; j < WH; ++j) b[o + j] = src[o2[j]];
           }
         }
       }
@@ -97,10 +98,11 @@ at::Tensor neighbor_subsample_bwd_cpu(const at::Tensor& dg1_, const at::Tensor& 
   return dx;
 }
 
-// Returns (loss, grad): loss = [sum d^2 + gamma (d - e)^2] / N with d = out - g2(y), e = g1(fy) - g2(fy);
-// grad = 2/N (d + gamma (d - e)) when compute_grad, else an empty tensor.
+// Returns (terms, grad): terms = [sum d^2 / N, sum (d - e)^2 / N] with d = out - g2(y), e = g1(fy) - g2(fy);
+// grad = 2/N (w1 d + w2 (d - e)), the gradient of w1 terms[0] + w2 terms[1], when compute_grad, else an
+// empty tensor.
 std::vector<at::Tensor> nb2nb_loss_fwd_cpu(const at::Tensor& out_, const at::Tensor& y_, const at::Tensor& fy_,
-                                           int64_t seed, double gamma, bool compute_grad) {
+                                           int64_t seed, double w1, double w2, bool compute_grad) {
   FD_CHECK_IMAGE(out_);
   FD_CHECK_IMAGE(y_);
   FD_CHECK_SAME(y_, fy_);
@@ -110,7 +112,7 @@ std::vector<at::Tensor> nb2nb_loss_fwd_cpu(const at::Tensor& out_, const at::Ten
               "out must have shape (B, C, H//2, W//2)");
   const int64_t N = out.numel();
   auto grad = compute_grad ? at::empty_like(out) : at::empty({0}, out.options());
-  std::vector<acc_t> part(B * HH, 0.0);
+  std::vector<acc_t> part(B * HH, 0.0), part2(B * HH, 0.0);
   const Seed s(seed);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, out.scalar_type(), "nb2nb_loss_fwd", [&] {
     using opmath = at::opmath_type<scalar_t>;
@@ -118,34 +120,39 @@ std::vector<at::Tensor> nb2nb_loss_fwd_cpu(const at::Tensor& out_, const at::Ten
     const scalar_t* yp = y.data_ptr<scalar_t>();
     const scalar_t* fp = fy.data_ptr<scalar_t>();
     scalar_t* gp = compute_grad ? grad.data_ptr<scalar_t>() : nullptr;
-    const opmath g = static_cast<opmath>(gamma), scale = static_cast<opmath>(2.0 / N);
+    const opmath a1 = static_cast<opmath>(w1), a2 = static_cast<opmath>(w2), scale = static_cast<opmath>(2.0 / N);
     at::parallel_for(0, B * HH, grain_for(C * WH), [&](int64_t begin, int64_t end) {
       std::vector<int64_t> o1(WH), o2(WH);
       std::vector<int8_t> p1(WH), p2(WH);
       for (int64_t row = begin; row < end; ++row) {
         const int64_t bi = row / HH, i = row % HH;
         row_pairs(s, row, WH, W, o1.data(), o2.data(), p1.data(), p2.data());
-        acc_t acc = 0;
+        acc_t acc = 0, acc2 = 0;
         for (int64_t c = 0; c < C; ++c) {
           const int64_t src = ((bi * C + c) * H + 2 * i) * W;
           const int64_t o = ((bi * C + c) * HH + i) * WH;
-          opmath racc = 0;
+          opmath racc = 0, racc2 = 0;
           for (int64_t j = 0; j < WH; ++j) {
             const opmath d = static_cast<opmath>(op[o + j]) - static_cast<opmath>(yp[src + o2[j]]);
             const opmath r = d - (static_cast<opmath>(fp[src + o1[j]]) - static_cast<opmath>(fp[src + o2[j]]));
-            racc += d * d + g * r * r;
-            if (gp) gp[o + j] = static_cast<scalar_t>(scale * (d + g * r));
+            racc += d * d;
+            racc2 += r * r;
+            if (gp) gp[o + j] = static_cast<scalar_t>(scale * (a1 * d + a2 * r));
           }
           acc += racc;
+          acc2 += racc2;
         }
         part[row] = acc;
+        part2[row] = acc2;
       }
     });
   });
-  acc_t total = 0;
+  acc_t total = 0, total2 = 0;
   for (auto v : part) total += v;  // fixed order: the result does not depend on the thread count
+  for (auto v : part2) total2 += v;
   const auto ldt = at::promote_types(out.scalar_type(), at::kFloat);
-  return {at::scalar_tensor(total / N, out.options().dtype(ldt)), grad};
+  const std::vector<double> mean{static_cast<double>(total) / N, static_cast<double>(total2) / N};
+  return {at::tensor(mean, at::TensorOptions().dtype(at::kDouble)).to(ldt), grad};
 }
 
 void register_neighbor(pybind11::module_& m) {

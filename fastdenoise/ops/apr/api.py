@@ -4,14 +4,16 @@ from __future__ import annotations
 import torch
 from torch.autograd.function import once_differentiable
 
+from fastdenoise._rng import resolve_seed
 from fastdenoise._runtime import FusedLossFunction
 from fastdenoise._runtime import check_float
-from fastdenoise._runtime import check_like
-from fastdenoise._runtime import check_seed
 from fastdenoise._runtime import check_tensor
 from fastdenoise._runtime import resolve_backend
 from fastdenoise._runtime import save_loss_grads
 from fastdenoise._runtime import skip_checks
+from fastdenoise.ops._args import check_partner
+from fastdenoise.ops._args import number
+from fastdenoise.ops._args import promote
 from fastdenoise.ops.apr import ops
 from fastdenoise.ops.apr.reference import apr_loss_ref
 from fastdenoise.ops.apr.reference import apr_sample_ref
@@ -47,7 +49,8 @@ class APRLossFunction(FusedLossFunction):
         return loss
 
 
-def apr_sample(x: torch.Tensor, seed: int, *, need_h2: bool = True,
+def apr_sample(x: torch.Tensor, seed: int | torch.Tensor | None = None, *, need_h2: bool = True,
+               generator: torch.Generator | None = None,
                backend: str | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
     """APR's Adjacent Pixel Replacer: two random 3x3-neighbour images of ``x``.
 
@@ -59,12 +62,17 @@ def apr_sample(x: torch.Tensor, seed: int, *, need_h2: bool = True,
 
     Args:
         x: (B, C, H, W) float tensor, H and W >= 1. Any strides; outputs are contiguous.
-        seed: integer in [0, 2**63); the same seed gives bit-identical samples on every backend.
+        seed: integer in [0, 2**63) (or a one-element integer tensor); the same seed gives
+            bit-identical samples on every backend. None (default) draws a fresh seed from
+            ``generator`` or torch's default generator (same ``torch.manual_seed``, same samples);
+            :func:`apr_loss` needs the sampler's seed, so a loop draws one per iteration with
+            ``draw_seed()`` and passes it to both.
         need_h2: False skips h2 and returns ``(h1, None)``: the APR training step feeds only h1(y)
             to the network, and :func:`apr_loss` regenerates h2 from the seed, so the fused
             backends then read ``x`` once and write one image instead of two.
         backend: ``"torch"`` (reference), ``"cpp"``, ``"triton"`` or None (auto, or the
             ``FASTDENOISE_BACKEND`` environment variable).
+        generator: a ``torch.Generator`` to draw the seed from when ``seed`` is None.
 
     Returns:
         (h1, h2), each (B, C, H, W); h2 is None when ``need_h2`` is False. Differentiable with
@@ -73,9 +81,9 @@ def apr_sample(x: torch.Tensor, seed: int, *, need_h2: bool = True,
     Example:
         >>> h1, h2 = apr_sample(torch.rand(1, 3, 8, 8), seed=0)
     """
+    seed = resolve_seed(seed, generator)
     if not skip_checks():
         check_tensor("x", x)
-        seed = check_seed(seed)
         if not isinstance(need_h2, bool):
             raise TypeError(f"need_h2 must be a bool, got {type(need_h2).__name__}")
     be = resolve_backend(backend, x.device)
@@ -86,7 +94,8 @@ def apr_sample(x: torch.Tensor, seed: int, *, need_h2: bool = True,
     return (h1, h2) if need_h2 else (h1, None)
 
 
-def apr_loss(out: torch.Tensor, y: torch.Tensor, fy: torch.Tensor, seed: int, lam: float = 4.0,
+def apr_loss(out: torch.Tensor, y: torch.Tensor, fy: torch.Tensor, seed: int | torch.Tensor,
+             lam: float | torch.Tensor = 4.0,
              grad_through_reg: bool = False, *, backend: str | None = None) -> torch.Tensor:
     """APR loss, fused: no h2(y), h1(fy) or h2(fy) is materialised.
 
@@ -96,9 +105,10 @@ def apr_loss(out: torch.Tensor, y: torch.Tensor, fy: torch.Tensor, seed: int, la
     Args:
         out: (B, C, H, W) network output on ``h1(y)``.
         y: (B, C, H, W) noisy image (a constant).
-        fy: (B, C, H, W) network output on the full ``y``.
-        seed: the seed used to sample ``h1(y)``.
-        lam: weight of the regulariser (4 in the paper, constant).
+        fy: (B, C, H, W) network output on the full ``y``. Mixed floating dtypes (autocast) are
+            promoted to a common dtype first; gradients come back in each input's dtype.
+        seed: the seed used to sample ``h1(y)`` (int or one-element integer tensor; required).
+        lam: weight of the regulariser (4 in the paper, constant); a number or one-element tensor.
         grad_through_reg: False (paper, default): ``fy`` is a constant. True (official code): the
             gradient also flows into ``fy`` through ``h1(fy) - h2(fy)``.
         backend: as for :func:`apr_sample`.
@@ -106,14 +116,19 @@ def apr_loss(out: torch.Tensor, y: torch.Tensor, fy: torch.Tensor, seed: int, la
     Returns:
         Scalar loss (float32 for half inputs, else the input dtype).
     """
+    if seed is None:
+        raise TypeError("apr_loss needs the seed its sampler used: draw one per iteration with "
+                        "fastdenoise.functional.draw_seed() and pass it to apr_sample and apr_loss")
+    seed = resolve_seed(seed)
+    lam = number("lam", lam)
     if not skip_checks():
         check_tensor("y", y)
-        check_like("fy", fy, "y", y)
-        check_like("out", out, "y", y)
-        seed = check_seed(seed)
+        check_partner("fy", fy, "y", y)
+        check_partner("out", out, "y", y)
         lam = check_float("lam", lam, lo=0.0)
         if not isinstance(grad_through_reg, bool):
             raise TypeError(f"grad_through_reg must be a bool, got {type(grad_through_reg).__name__}")
+    out, y, fy = promote(out, y, fy)
     be = resolve_backend(backend, out.device)
     if be == "torch":
         return apr_loss_ref(out, y, fy, seed, lam, grad_through_reg)

@@ -53,14 +53,14 @@ def _loss_fwd_fake(out, y, fy, seed, lam, compute_grad, grad_fy, backend):
 
 
 apr_sample_fwd = register_op(
-    "apr_sample_fwd", "(Tensor x, int seed, bool need_h2, str backend) -> (Tensor, Tensor)", _sample_fwd, _sample_fwd_fake
+    "apr_sample_fwd", "(Tensor x, SymInt seed, bool need_h2, str backend) -> (Tensor, Tensor)", _sample_fwd, _sample_fwd_fake
 )
 apr_sample_bwd = register_op(
-    "apr_sample_bwd", "(Tensor dh1, Tensor dh2, int seed, str backend) -> Tensor", _sample_bwd, _sample_bwd_fake
+    "apr_sample_bwd", "(Tensor dh1, Tensor dh2, SymInt seed, str backend) -> Tensor", _sample_bwd, _sample_bwd_fake
 )
 apr_loss_fwd = register_op(
     "apr_loss_fwd",
-    "(Tensor out, Tensor y, Tensor fy, int seed, float lam, bool compute_grad, bool grad_fy, str backend)"
+    "(Tensor out, Tensor y, Tensor fy, SymInt seed, float lam, bool compute_grad, bool grad_fy, str backend)"
     " -> (Tensor, Tensor, Tensor)",
     _loss_fwd,
     _loss_fwd_fake,

@@ -4,13 +4,14 @@ from __future__ import annotations
 import torch
 
 from fastdenoise._runtime import FusedLossFunction
+from fastdenoise._rng import resolve_seed
 from fastdenoise._runtime import check_float
 from fastdenoise._runtime import check_like
-from fastdenoise._runtime import check_seed
 from fastdenoise._runtime import check_tensor
 from fastdenoise._runtime import resolve_backend
 from fastdenoise._runtime import save_loss_grads
 from fastdenoise._runtime import skip_checks
+from fastdenoise.ops._args import number
 from fastdenoise.ops.blind2grad import ops
 from fastdenoise.ops.blind2grad.reference import blind2grad_loss_ref
 from fastdenoise.ops.blind2grad.reference import dual_mask_ref
@@ -28,7 +29,8 @@ class Blind2GradLossFunction(FusedLossFunction):
         return loss
 
 
-def dual_mask(y: torch.Tensor, x_m: torch.Tensor, seed: int, rate: float = 0.25, eps_g: float = 40 / 255, *,
+def dual_mask(y: torch.Tensor, x_m: torch.Tensor, seed: int | torch.Tensor | None = None, rate: float = 0.25,
+              eps_g: float = 40 / 255, *, generator: torch.Generator | None = None,
               backend: str | None = None) -> torch.Tensor:
     """Blind2Grad's dual mask: exact-count random mask on the flat pixels, detail pixels kept visible.
 
@@ -42,9 +44,12 @@ def dual_mask(y: torch.Tensor, x_m: torch.Tensor, seed: int, rate: float = 0.25,
     Args:
         y: (B, C, H, W) noisy image (float16/bfloat16/float32/float64, any strides).
         x_m: (B, C, H, W) current estimate, same dtype and device as ``y``.
-        seed: integer in [0, 2**63).
+        seed: integer in [0, 2**63) or a one-element integer tensor; None (default) draws a fresh seed
+            from ``generator`` or torch's default generator (the same ``torch.manual_seed`` gives the
+            same draws).
         rate: target masked fraction in [0, 1] (paper: 0.25).
         eps_g: detail threshold on the image's scale (paper: 40 on 0..255, so 40/255 for [0, 1] images).
+        generator: a ``torch.Generator`` to draw the seed from when ``seed`` is None.
         backend: ``"torch"``, ``"cpp"``, ``"triton"`` or None (auto / ``FASTDENOISE_BACKEND``).
 
     Returns:
@@ -53,10 +58,11 @@ def dual_mask(y: torch.Tensor, x_m: torch.Tensor, seed: int, rate: float = 0.25,
     Example:
         >>> m = dual_mask(torch.rand(1, 3, 8, 8), torch.rand(1, 3, 8, 8), seed=0)
     """
+    seed = resolve_seed(seed, generator)
+    rate, eps_g = number("rate", rate), number("eps_g", eps_g)
     if not skip_checks():
         check_tensor("y", y)
         check_like("x_m", x_m, "y", y)
-        seed = check_seed(seed)
         rate = check_float("rate", rate, lo=0.0, hi=1.0)
         eps_g = check_float("eps_g", eps_g, lo=0.0)
     be = resolve_backend(backend, y.device)
@@ -92,6 +98,7 @@ def blind2grad_loss(out_masked: torch.Tensor, out_full: torch.Tensor, y: torch.T
     Returns:
         Scalar loss (float32 for half inputs, else the input dtype).
     """
+    omega, gamma = number("omega", omega), number("gamma", gamma)
     if not skip_checks():
         check_tensor("out_masked", out_masked)
         check_like("out_full", out_full, "out_masked", out_masked)

@@ -36,7 +36,7 @@ def _loss_fwd_fake(a, f, y, mask, omega, gamma, masked_only, grad_a, grad_f, bac
 
 dual_mask_fwd = register_op(
     "dual_mask_fwd",
-    "(Tensor y, Tensor x_m, int seed, int k, float eps_g, str backend) -> Tensor",
+    "(Tensor y, Tensor x_m, SymInt seed, int k, float eps_g, str backend) -> Tensor",
     _mask_fwd,
     _mask_fwd_fake,
 )

@@ -35,11 +35,18 @@ def neighbor_subsample_ref(x: torch.Tensor, seed: int) -> tuple[torch.Tensor, to
     return g1, g2
 
 
-def nb2nb_loss_ref(out: torch.Tensor, y: torch.Tensor, fy: torch.Tensor, seed: int, gamma: float) -> torch.Tensor:
-    """mean((out - g2(y))^2) + gamma * mean((out - g2(y) - (g1(fy) - g2(fy)))^2); grad to ``out`` only."""
+def nb2nb_terms_ref(out: torch.Tensor, y: torch.Tensor, fy: torch.Tensor, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mean((out - g2(y))^2), mean((out - g2(y) - (g1(fy) - g2(fy)))^2)) in opmath_dtype; grad to ``out`` only."""
     dt = opmath_dtype(out.dtype)
     _, g2y = neighbor_subsample_ref(y.detach().to(dt), seed)
     g1f, g2f = neighbor_subsample_ref(fy.detach().to(dt), seed)
     d = out.to(dt) - g2y
     e = g1f - g2f
-    return (d * d).mean() + gamma * ((d - e) ** 2).mean()
+    return (d * d).mean(), ((d - e) ** 2).mean()
+
+
+def nb2nb_loss_ref(out: torch.Tensor, y: torch.Tensor, fy: torch.Tensor, seed: int, gamma: float,
+                   lambda1: float = 1.0) -> torch.Tensor:
+    """lambda1 * mean((out - g2(y))^2) + gamma * mean((out - g2(y) - (g1(fy) - g2(fy)))^2); grad to ``out`` only."""
+    t1, t2 = nb2nb_terms_ref(out, y, fy, seed)
+    return lambda1 * t1 + gamma * t2

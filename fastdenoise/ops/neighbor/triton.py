@@ -31,8 +31,10 @@ def _pair(cell, seed_lo, seed_hi):
 
 @bit_identical
 @triton.jit
-def _neighbor_fwd_kernel(x_ptr, g1_ptr, g2_ptr, C, H, W, HH, WH, seed_lo, seed_hi, BLOCK: tl.constexpr):
-    """One program per (image, cell row, block of cells); the pair is drawn once and used for all C."""
+def _neighbor_fwd_kernel(x_ptr, g1_ptr, g2_ptr, C, H, W, HH, WH, seed_lo, seed_hi, NEED_G2: tl.constexpr,
+                         BLOCK: tl.constexpr):
+    """One program per (image, cell row, block of cells); the pair is drawn once and used for all C.
+    NEED_G2=False writes g1 only."""
     row = tl.program_id(0).to(tl.int64)  # b * HH + i
     j = tl.program_id(1).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     m = j < WH
@@ -43,11 +45,12 @@ def _neighbor_fwd_kernel(x_ptr, g1_ptr, g2_ptr, C, H, W, HH, WH, seed_lo, seed_h
     off2 = (2 * i + p2 // 2) * W + 2 * j + p2 % 2
     for c in range(0, C):
         plane = (b * C + c) * H * W
-        v1 = tl.load(x_ptr + plane + off1, mask=m)
-        v2 = tl.load(x_ptr + plane + off2, mask=m)
         o = ((b * C + c) * HH + i) * WH + j
+        v1 = tl.load(x_ptr + plane + off1, mask=m)
         tl.store(g1_ptr + o, v1, mask=m)
-        tl.store(g2_ptr + o, v2, mask=m)
+        if NEED_G2:
+            v2 = tl.load(x_ptr + plane + off2, mask=m)
+            tl.store(g2_ptr + o, v2, mask=m)
 
 
 @bit_identical
@@ -74,10 +77,11 @@ def _neighbor_bwd_kernel(dg1_ptr, dg2_ptr, dx_ptr, C, H, W, HH, WH, seed_lo, see
 @tolerance(TOLERANCE)
 @triton.jit
 def _nb2nb_loss_kernel(out_ptr, y_ptr, fy_ptr, grad_ptr, part_ptr, C, H, W, HH, WH, seed_lo, seed_hi,
-                       gamma, grad_scale, COMPUTE_GRAD: tl.constexpr, BLOCK: tl.constexpr):
-    """Partial sum of d^2 + gamma (d - e)^2 per program, d = out - g2(y), e = g1(fy) - g2(fy).
+                       w1, w2, grad_scale, COMPUTE_GRAD: tl.constexpr, BLOCK: tl.constexpr):
+    """Partial sums of d^2 and of (d - e)^2 per program, d = out - g2(y), e = g1(fy) - g2(fy).
 
-    dL/dout = 2/N * (d + gamma * (d - e)) is written in the same pass (grad_scale = 2/N)."""
+    For L = w1 mean(d^2) + w2 mean((d - e)^2), dL/dout = 2/N * (w1 d + w2 (d - e)) is written in the
+    same pass (grad_scale = 2/N)."""
     row = tl.program_id(0).to(tl.int64)
     pid_j = tl.program_id(1)
     j = pid_j.to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
@@ -88,6 +92,7 @@ def _nb2nb_loss_kernel(out_ptr, y_ptr, fy_ptr, grad_ptr, part_ptr, C, H, W, HH, 
     off1 = (2 * i + p1 // 2) * W + 2 * j + p1 % 2
     off2 = (2 * i + p2 // 2) * W + 2 * j + p2 % 2
     acc = tl.zeros([BLOCK], dtype=part_ptr.dtype.element_ty)
+    acc2 = tl.zeros([BLOCK], dtype=part_ptr.dtype.element_ty)
     for c in range(0, C):
         plane = (b * C + c) * H * W
         o = ((b * C + c) * HH + i) * WH + j
@@ -97,23 +102,27 @@ def _nb2nb_loss_kernel(out_ptr, y_ptr, fy_ptr, grad_ptr, part_ptr, C, H, W, HH, 
         f2 = tl.load(fy_ptr + plane + off2, mask=m, other=0).to(acc.dtype)
         d = out - y2
         r = d - (f1 - f2)
-        acc += d * d + gamma * r * r
+        acc += d * d
+        acc2 += r * r
         if COMPUTE_GRAD:
-            g = grad_scale * (d + gamma * r)
+            g = grad_scale * (w1 * d + w2 * r)
             tl.store(grad_ptr + o, to_store(g, grad_ptr.dtype.element_ty), mask=m)
-    tl.store(part_ptr + row * tl.num_programs(1) + pid_j, tl.sum(acc, axis=0))
+    k = (row * tl.num_programs(1) + pid_j) * 2
+    tl.store(part_ptr + k, tl.sum(acc, axis=0))
+    tl.store(part_ptr + k + 1, tl.sum(acc2, axis=0))
 
 
-def neighbor_subsample_fwd_triton(x: torch.Tensor, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+def neighbor_subsample_fwd_triton(x: torch.Tensor, seed: int, need_g2: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """(g1, g2); g2 is an empty (0,) placeholder when ``need_g2`` is False."""
     x = x.contiguous()
     b, c, h, w = x.shape
     hh, wh = h // 2, w // 2
     g1 = torch.empty((b, c, hh, wh), dtype=x.dtype, device=x.device)
-    g2 = torch.empty_like(g1)
+    g2 = torch.empty_like(g1) if need_g2 else x.new_empty((0,))
     if g1.numel():
         blk = block_size(wh)
-        _neighbor_fwd_kernel[(b * hh, triton.cdiv(wh, blk))](x, g1, g2, c, h, w, hh, wh, *seed_halves(seed), BLOCK=blk,
-                                                             **EXACT)
+        _neighbor_fwd_kernel[(b * hh, triton.cdiv(wh, blk))](x, g1, g2 if need_g2 else g1, c, h, w, hh, wh,
+                                                             *seed_halves(seed), NEED_G2=need_g2, BLOCK=blk, **EXACT)
     return g1, g2
 
 
@@ -129,7 +138,9 @@ def neighbor_subsample_bwd_triton(dg1: torch.Tensor, dg2: torch.Tensor, seed: in
     return dx
 
 
-def nb2nb_loss_fwd_triton(out, y, fy, seed: int, gamma: float, compute_grad: bool):
+def nb2nb_loss_fwd_triton(out, y, fy, seed: int, w1: float, w2: float, compute_grad: bool):
+    """(terms, grad): terms = [mean(d^2), mean((d - e)^2)] in the compute dtype; grad of
+    w1 * terms[0] + w2 * terms[1] with respect to out (empty when not compute_grad)."""
     out, y, fy = out.contiguous(), y.contiguous(), fy.contiguous()
     b, c, h, w = y.shape
     hh, wh = h // 2, w // 2
@@ -137,9 +148,9 @@ def nb2nb_loss_fwd_triton(out, y, fy, seed: int, gamma: float, compute_grad: boo
     acc_dt = opmath_dtype(out.dtype)
     blk = block_size(wh)
     nj = triton.cdiv(wh, blk)
-    part = torch.empty((b * hh, nj), dtype=acc_dt, device=out.device)
+    part = torch.empty((b * hh, nj, 2), dtype=acc_dt, device=out.device)
     grad = torch.empty_like(out) if compute_grad else out.new_empty((0,))
     _nb2nb_loss_kernel[(b * hh, nj)](out, y, fy, grad if compute_grad else out, part, c, h, w, hh, wh,
-                                     *seed_halves(seed), float(gamma), 2.0 / n, COMPUTE_GRAD=compute_grad, BLOCK=blk,
-                                     **FUSED)
-    return part.sum() / n, grad
+                                     *seed_halves(seed), float(w1), float(w2), 2.0 / n, COMPUTE_GRAD=compute_grad,
+                                     BLOCK=blk, **FUSED)
+    return part.view(-1, 2).sum(0) / n, grad

@@ -4,12 +4,13 @@ from __future__ import annotations
 import torch
 from torch.autograd.function import once_differentiable
 
+from fastdenoise._rng import resolve_seed
 from fastdenoise._runtime import check_float
 from fastdenoise._runtime import check_like
-from fastdenoise._runtime import check_seed
 from fastdenoise._runtime import check_tensor
 from fastdenoise._runtime import resolve_backend
 from fastdenoise._runtime import skip_checks
+from fastdenoise.ops._args import number
 from fastdenoise.ops.noise2same import ops
 from fastdenoise.ops.noise2same.reference import REPLACE_MODES
 from fastdenoise.ops.noise2same.reference import box_size
@@ -57,8 +58,9 @@ class Noise2SameLossFunction(torch.autograd.Function):
                 None, None, None, None, None)
 
 
-def stratified_mask(x: torch.Tensor, seed: int, perc: float = 0.5, replace: str = "gaussian", sigma_m: float = 0.2,
-                    *, backend: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def stratified_mask(x: torch.Tensor, seed: int | torch.Tensor | None = None, perc: float = 0.5,
+                    replace: str = "gaussian", sigma_m: float = 0.2, *, generator: torch.Generator | None = None,
+                    backend: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Noise2Same's stratified J-mask with replacement, in one kernel.
 
     Boxes of side ``s = round(sqrt(100 / perc))`` (14 at the default 0.5 %) tile the image from (0, 0);
@@ -71,12 +73,15 @@ def stratified_mask(x: torch.Tensor, seed: int, perc: float = 0.5, replace: str 
     Args:
         x: (B, C, H, W) float tensor (standardised per image and channel, as upstream). Any strides;
             outputs are contiguous.
-        seed: integer in [0, 2**63).
+        seed: integer in [0, 2**63) or a one-element integer tensor; None (default) draws a fresh seed
+            from ``generator`` or torch's default generator (the same ``torch.manual_seed`` gives the
+            same draws).
         perc: masked percentage in (0, 100] (defines the box side).
         replace: ``"gaussian"`` or ``"donut"``.
         sigma_m: standard deviation of the Gaussian replacement (ignored for the donut), >= 0.
         backend: ``"torch"`` (reference), ``"cpp"``, ``"triton"`` or None (auto, or the
             ``FASTDENOISE_BACKEND`` environment variable).
+        generator: a ``torch.Generator`` to draw the seed from when ``seed`` is None.
 
     Returns:
         (x_masked, mask), each (B, C, H, W) of x's dtype; mask is 1 at the masked positions, else 0.
@@ -86,9 +91,10 @@ def stratified_mask(x: torch.Tensor, seed: int, perc: float = 0.5, replace: str 
     Example:
         >>> xm, m = stratified_mask(torch.randn(1, 3, 64, 64), seed=0)
     """
+    seed = resolve_seed(seed, generator)
+    perc, sigma_m = number("perc", perc), number("sigma_m", sigma_m)
     if not skip_checks():
         check_tensor("x", x)
-        seed = check_seed(seed)
         perc = check_float("perc", perc, lo=0.0, hi=100.0, lo_open=True)
         if replace not in REPLACE_MODES:
             raise ValueError(f"replace must be one of {REPLACE_MODES}, got {replace!r}")
@@ -122,6 +128,7 @@ def noise2same_loss(out_full: torch.Tensor, out_masked: torch.Tensor, x: torch.T
     Returns:
         Scalar loss (float32 for half inputs, else the input dtype).
     """
+    lam, eps = number("lam", lam), number("eps", eps)
     if not skip_checks():
         check_tensor("out_full", out_full)
         check_like("out_masked", out_masked, "out_full", out_full)

@@ -105,13 +105,13 @@ def _loss_bwd_fake(coef, full, masked, x, mask, backend):
 
 noise2same_mask_fwd = register_op(
     "noise2same_mask_fwd",
-    "(Tensor x, int seed, int box, int mode, float sigma_m, str backend) -> (Tensor, Tensor)",
+    "(Tensor x, SymInt seed, int box, int mode, float sigma_m, str backend) -> (Tensor, Tensor)",
     _mask_fwd,
     _mask_fwd_fake,
 )
 noise2same_mask_bwd = register_op(
     "noise2same_mask_bwd",
-    "(Tensor grad, Tensor mask, int seed, int box, int mode, str backend) -> Tensor",
+    "(Tensor grad, Tensor mask, SymInt seed, int box, int mode, str backend) -> Tensor",
     _mask_bwd,
     _mask_bwd_fake,
 )

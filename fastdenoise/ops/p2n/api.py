@@ -4,14 +4,16 @@ from __future__ import annotations
 import torch
 from torch.autograd.function import once_differentiable
 
+from fastdenoise._rng import resolve_seed
 from fastdenoise._runtime import FusedLossFunction
 from fastdenoise._runtime import check_float
-from fastdenoise._runtime import check_like
-from fastdenoise._runtime import check_seed
 from fastdenoise._runtime import check_tensor
 from fastdenoise._runtime import resolve_backend
 from fastdenoise._runtime import save_loss_grads
 from fastdenoise._runtime import skip_checks
+from fastdenoise.ops._args import check_partner
+from fastdenoise.ops._args import number
+from fastdenoise.ops._args import promote
 from fastdenoise.ops.p2n import ops
 from fastdenoise.ops.p2n.reference import GRANULARITIES
 from fastdenoise.ops.p2n.reference import draw_scales
@@ -49,9 +51,9 @@ class P2NLossFunction(FusedLossFunction):
         return loss
 
 
-def rdc_renoise(y: torch.Tensor, x_hat: torch.Tensor, seed: int, sigma: float = 0.75, granularity: str = "image",
-                detach: bool = True, *, clamp: bool = False,
-                backend: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def rdc_renoise(y: torch.Tensor, x_hat: torch.Tensor, seed: int | torch.Tensor | None = None, sigma: float = 0.75,
+                granularity: str = "image", detach: bool = True, *, clamp: bool = False,
+                generator: torch.Generator | None = None, backend: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """P2N's Renoised Data Construction in one pass, ready for a single 2B-batch forward.
 
     With ``n = y - x_hat``: ``z = cat([x_hat + a * n, x_hat - b * n])`` on the batch axis, where the
@@ -64,8 +66,11 @@ def rdc_renoise(y: torch.Tensor, x_hat: torch.Tensor, seed: int, sigma: float = 
 
     Args:
         y: (B, C, H, W) noisy image. Any strides; ``z`` is contiguous.
-        x_hat: (B, C, H, W) first-pass estimate ``F(y)``, same dtype and device as ``y``.
-        seed: integer in [0, 2**63).
+        x_hat: (B, C, H, W) first-pass estimate ``F(y)``, same device as ``y``; a different floating
+            dtype (autocast output) is promoted with ``y``'s, and ``z`` has the promoted dtype.
+        seed: integer in [0, 2**63) or a one-element integer tensor; None (default) draws a fresh seed
+            from ``generator`` or torch's default generator (the same ``torch.manual_seed`` gives the
+            same draws).
         sigma: standard deviation of the scales (paper default 0.75; 0 gives "Fixed" P2N).
         granularity: ``"image"`` (default: one a and one b per image), ``"batch"`` (one a and one b for
             the batch, as the "P2N+" ports) or ``"pixel"`` (one pair per element).
@@ -73,6 +78,7 @@ def rdc_renoise(y: torch.Tensor, x_hat: torch.Tensor, seed: int, sigma: float = 
             gradients flow to ``x_hat`` too (dz/dx_hat = 1 - a and 1 + b). ``y`` gets its pointwise
             gradient (a and -b) whenever it requires grad.
         clamp: clamp z to [0, 1] (the "P2N+" ports); the gradient is zero where the clamp is active.
+        generator: a ``torch.Generator`` to draw the seed from when ``seed`` is None.
         backend: ``"torch"`` (reference), ``"cpp"``, ``"triton"`` or None (auto).
 
     Returns:
@@ -84,13 +90,15 @@ def rdc_renoise(y: torch.Tensor, x_hat: torch.Tensor, seed: int, sigma: float = 
         >>> y = torch.rand(1, 3, 8, 8); xh = y.mean(1, keepdim=True).expand_as(y)
         >>> z, s = rdc_renoise(y, xh, seed=0)  # z[:1] = xh + s[0] * (y - xh)
     """
+    seed = resolve_seed(seed, generator)
+    sigma = number("sigma", sigma)
     if not skip_checks():
         check_tensor("y", y)
-        check_like("x_hat", x_hat, "y", y)
-        seed = check_seed(seed)
+        check_partner("x_hat", x_hat, "y", y)
         sigma = check_float("sigma", sigma, lo=0.0)
         if granularity not in GRANULARITIES:
             raise ValueError(f"granularity must be one of {GRANULARITIES}, got {granularity!r}")
+    y, x_hat = promote(y, x_hat)
     if detach:
         x_hat = x_hat.detach()
     be = resolve_backend(backend, y.device)
@@ -113,19 +121,23 @@ def p2n_loss(out_pos: torch.Tensor, out_neg: torch.Tensor, gamma: float, eps: fl
 
     Args:
         out_pos: (B, C, H, W) network output on the positive renoised images.
-        out_neg: (B, C, H, W) network output on the negative ones, same dtype and device.
-        gamma: exponent > 0 (use :func:`p2n_gamma` for the 2 -> 1.5 schedule).
+        out_neg: (B, C, H, W) network output on the negative ones, same device (mixed floating
+            dtypes are promoted to a common dtype).
+        gamma: exponent > 0 (use :func:`p2n_gamma` for the 2 -> 1.5 schedule); a number or a
+            one-element tensor (a constant).
         eps: offset >= 0 inside the power (paper: 1e-8).
         backend: as for :func:`rdc_renoise`.
 
     Returns:
         Scalar loss (float32 for half inputs, else the input dtype).
     """
+    gamma, eps = number("gamma", gamma), number("eps", eps)
     if not skip_checks():
         check_tensor("out_pos", out_pos)
-        check_like("out_neg", out_neg, "out_pos", out_pos)
+        check_partner("out_neg", out_neg, "out_pos", out_pos)
         gamma = check_float("gamma", gamma, lo=0.0, lo_open=True)
         eps = check_float("eps", eps, lo=0.0)
+    out_pos, out_neg = promote(out_pos, out_neg)
     be = resolve_backend(backend, out_pos.device)
     if be == "torch":
         return p2n_loss_ref(out_pos, out_neg, gamma, eps)

@@ -63,7 +63,7 @@ def _loss_fwd_fake(out_pos, out_neg, gamma, eps, compute_grad, backend):
 
 rdc_scales = register_op(
     "rdc_scales",
-    "(Tensor y, int seed, float sigma, int m, str backend) -> Tensor",
+    "(Tensor y, SymInt seed, float sigma, int m, str backend) -> Tensor",
     _scales,
     _scales_fake,
 )

@@ -6,8 +6,8 @@ from collections.abc import Sequence
 import torch
 
 from fastdenoise._runtime import FusedLossFunction
+from fastdenoise._rng import resolve_seed
 from fastdenoise._runtime import check_like
-from fastdenoise._runtime import check_seed
 from fastdenoise._runtime import check_tensor
 from fastdenoise._runtime import resolve_backend
 from fastdenoise._runtime import save_loss_grads
@@ -25,7 +25,8 @@ class RechargeL1Function(FusedLossFunction):
 
 
 def recharge_l1_loss(student: torch.Tensor, y: torch.Tensor, teachers: torch.Tensor | Sequence[torch.Tensor],
-                     seed: int, *, backend: str | None = None) -> torch.Tensor:
+                     seed: int | torch.Tensor | None = None, *, generator: torch.Generator | None = None,
+                     backend: str | None = None) -> torch.Tensor:
     """RD's recharged multi-target L1 loss, fused: no recharged target is materialised.
 
     For every pixel (b, r, c) an index ``k = choice(philox(seed, (b * H + r) * W + c), J)`` is drawn
@@ -37,7 +38,10 @@ def recharge_l1_loss(student: torch.Tensor, y: torch.Tensor, teachers: torch.Ten
         y: (B, C, H, W) noisy image (constant).
         teachers: (J, B, C, H, W) tensor, or a sequence of J (B, C, H, W) tensors (stacked here), J >= 1;
             constants (the teachers run under no_grad upstream).
-        seed: integer in [0, 2**63).
+        seed: integer in [0, 2**63) or a one-element integer tensor; None (default) draws a fresh seed
+            from ``generator`` or torch's default generator (the same ``torch.manual_seed`` gives the
+            same draws).
+        generator: a ``torch.Generator`` to draw the seed from when ``seed`` is None.
         backend: ``"torch"`` (reference), ``"cpp"``, ``"triton"`` or None (auto).
 
     Returns:
@@ -58,7 +62,7 @@ def recharge_l1_loss(student: torch.Tensor, y: torch.Tensor, teachers: torch.Ten
         if teachers.dim() != 5 or teachers.shape[0] < 1:
             raise ValueError(f"teachers must have shape (J, B, C, H, W) with J >= 1, got {tuple(teachers.shape)}")
         check_like("teachers", teachers, "student", student, shape=(teachers.shape[0], *student.shape))
-        seed = check_seed(seed)
+    seed = resolve_seed(seed, generator)
     be = resolve_backend(backend, student.device)
     if be == "torch":
         return recharge_l1_loss_ref(student, y, teachers, seed)

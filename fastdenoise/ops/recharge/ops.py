@@ -21,7 +21,7 @@ def _fwd_fake(student, y, teachers, seed, compute_grad, backend):
 
 recharge_l1_fwd = register_op(
     "recharge_l1_fwd",
-    "(Tensor student, Tensor y, Tensor teachers, int seed, bool compute_grad, str backend) -> (Tensor, Tensor)",
+    "(Tensor student, Tensor y, Tensor teachers, SymInt seed, bool compute_grad, str backend) -> (Tensor, Tensor)",
     _fwd,
     _fwd_fake,
 )

@@ -5,11 +5,12 @@ import torch
 from torch.autograd.function import once_differentiable
 
 from fastdenoise._runtime import FusedLossFunction
-from fastdenoise._runtime import check_like
 from fastdenoise._runtime import check_tensor
 from fastdenoise._runtime import resolve_backend
 from fastdenoise._runtime import save_loss_grads
 from fastdenoise._runtime import skip_checks
+from fastdenoise.ops._args import check_partner
+from fastdenoise.ops._args import promote
 from fastdenoise.ops.zsn2n import ops
 from fastdenoise.ops.zsn2n.reference import pair_downsample_ref
 from fastdenoise.ops.zsn2n.reference import zsn2n_loss_ref
@@ -82,7 +83,9 @@ def zsn2n_loss(y: torch.Tensor, n_y: torch.Tensor, n1: torch.Tensor, n2: torch.T
         y: (B, C, H, W) noisy image, H and W >= 2 (usually data, without grad).
         n_y: (B, C, H, W) network output on the full ``y`` (the predicted noise).
         n1: (B, C, H // 2, W // 2) network output on ``d1``.
-        n2: (B, C, H // 2, W // 2) network output on ``d2``.
+        n2: (B, C, H // 2, W // 2) network output on ``d2``. Mixed floating dtypes (autocast
+            outputs with float32 data) are promoted to a common dtype first; gradients come back in
+            each input's dtype.
         backend: as for :func:`pair_downsample`.
 
     Returns:
@@ -95,10 +98,11 @@ def zsn2n_loss(y: torch.Tensor, n_y: torch.Tensor, n1: torch.Tensor, n2: torch.T
     """
     if not skip_checks():
         check_tensor("y", y, min_hw=2)
-        check_like("n_y", n_y, "y", y)
+        check_partner("n_y", n_y, "y", y)
         b, c, h, w = y.shape
-        check_like("n1", n1, "y", y, shape=(b, c, h // 2, w // 2))
-        check_like("n2", n2, "y", y, shape=(b, c, h // 2, w // 2))
+        check_partner("n1", n1, "y", y, shape=(b, c, h // 2, w // 2))
+        check_partner("n2", n2, "y", y, shape=(b, c, h // 2, w // 2))
+    y, n_y, n1, n2 = promote(y, n_y, n1, n2)
     be = resolve_backend(backend, y.device)
     if be == "torch":
         return zsn2n_loss_ref(y, n_y, n1, n2)
