@@ -6,7 +6,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.fastdenoise-installed
 SOURCES := $(wildcard csrc/*.cpp csrc/*.h csrc/cpu/*.cpp) setup.py pyproject.toml requirements-dev.txt
 
-.PHONY: install demo test bench quality quality-reduced gpu-test gpu-bench gpu-quality gpu-check gpu-check-dry gpu-stack-check \
+.PHONY: install demo test test-compat bench quality quality-reduced gpu-test gpu-bench gpu-quality gpu-check gpu-check-dry gpu-stack-check \
 	compile-check traffic-model gpu-pretrain clean
 
 $(BIN)/python:
@@ -30,6 +30,14 @@ demo: $(STAMP)
 test: $(STAMP)
 	FASTDENOISE_REQUIRE_EXT=1 $(BIN)/python -m pytest -q tests
 	FASTDENOISE_REQUIRE_EXT=1 $(BIN)/python -m pytest -q benchmarks --benchmark-disable -p no:cacheprovider
+
+# The drop-in adapters (fastdenoise.compat) with deepinv installed: deepinv is an optional dependency
+# (requirements-compat.txt, installed with --no-deps beside the pinned CPU torch, about 20 s); without it
+# `make test` skips tests/test_compat_deepinv.py. The switch benchmark: python benchmarks/bench_compat.py.
+test-compat: $(STAMP)
+	$(BIN)/python -m pip install -q --no-deps -r requirements-compat.txt
+	FASTDENOISE_REQUIRE_EXT=1 OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q tests/test_compat_deepinv.py \
+		tests/test_compat_nb2nb.py tests/test_compat_zsn2n.py tests/test_compat_apr.py
 
 # The benchmark suite on this machine: JSON under benchmarks/results/<device>/, table printed.
 bench: $(STAMP)
