@@ -263,10 +263,10 @@ def test_shipped_starts(tmp_path, monkeypatch):
     assert all(torch.equal(v, before[k]) for k, v in tr.parts["bsn"].model.state_dict().items())
     assert get_builder("apr")(device="cpu", **TINY["apr"]).init_from == {"bsn": "scratch", "student": "scratch"}
     assert get_builder("apr")(device="cpu", **dict(kw, base=16)).init_from["bsn"] == "scratch"   # other shapes
-    gray = get_builder("apr")(device="cpu", in_ch=1, **kw)    # no _gray start: the RGB start, channels replicated
-    assert gray.init_from["bsn"] == path and gray.parts["bsn"].model.in_ch == 3
+    gray = get_builder("apr")(device="cpu", in_ch=1, **kw)    # no _gray start: the RGB start folded
+    assert gray.init_from["bsn"] == path and gray.parts["bsn"].model.in_ch == 1
     g1 = noisy_pair(5)[1][:, :1]
-    assert gray.fit(g1).output.shape == g1.shape                # averaged back to one channel
+    assert gray.fit(g1).output.shape == g1.shape
     assert get_builder("apr")(device="cpu", in_ch=1, **TINY["apr"]).parts["bsn"].model.in_ch == 1   # scratch
     assert get_builder("apr")(device="cpu", in_ch=1, **dict(kw, base=16)).parts["bsn"].model.in_ch == 1  # no fit
     with pytest.raises(ValueError, match="init must be one of"):

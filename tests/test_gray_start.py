@@ -11,9 +11,9 @@ from fastdenoise.engine import rgb_state_to_gray
 
 pytestmark = pytest.mark.cpu_only("grayscale starts checked bit for bit on the CPU")
 
-# every method whose 1-channel network begins from its own networks (P2N keeps its own grayscale start;
-# APR runs a grayscale image through its RGB networks as three equal channels)
-FOLDED = ("nb2nb", "noise2same", "blind2grad", "zsn2n")
+# every method's 1-channel network begins from its grayscale start, else its RGB start folded (P2N ships a
+# grayscale start; gray="replicate" folds its RGB start)
+FOLDED = ("nb2nb", "noise2same", "blind2grad", "zsn2n", "apr")
 
 
 def _models(name, init="scratch", **kw):
@@ -22,7 +22,7 @@ def _models(name, init="scratch", **kw):
     return t3, t1
 
 
-@pytest.mark.parametrize("name", [*FOLDED, "apr"])
+@pytest.mark.parametrize("name", FOLDED)
 def test_fold_equals_rgb_net_on_replicated_gray(name):
     kw = {"stages": "apr+rd"} if name == "apr" else {}
     t3, t1 = _models(name, init="start", **kw)          # the shipped RGB starts: trained, realistic weights
@@ -55,17 +55,31 @@ def test_fold_rejects_another_architecture():
 
 @pytest.mark.parametrize("name", FOLDED)
 def test_grayscale_trainer_starts_from_the_folded_rgb_start(name):
-    tr = get_builder(name)(in_ch=1, init="start", seed=0)
+    kw = {"stages": "apr+rd"} if name == "apr" else {}
+    tr = get_builder(name)(in_ch=1, init="start", seed=0, **kw)
     m = tr.method
     if m.start_path(1) is not None:                       # a trained grayscale start wins over the fold
-        assert tr.method.init_from["model"] == m.start_path(1)
+        assert tr.method.init_from[m.parts()[0]] == m.start_path(1)
         return
     rgb = m.start_path(3)
     assert rgb is not None and os.path.exists(rgb)
-    assert m.started and tr.method.init_from["model"] == rgb
-    model = tr.parts["model"].model
-    want = rgb_state_to_gray(load_state(rgb, "model"), model.state_dict())
-    for k, v in model.state_dict().items():
-        torch.testing.assert_close(v.float(), want[k].float())
+    assert m.started and all(tr.method.init_from[p] == rgb for p in tr.parts)
+    for part, p in tr.parts.items():
+        want = rgb_state_to_gray(load_state(rgb, part), p.model.state_dict())
+        for k, v in p.model.state_dict().items():
+            torch.testing.assert_close(v.float(), want[k].float())
     # and a scratch trainer does not
-    assert not get_builder(name)(in_ch=1, init="scratch", seed=0).method.started
+    assert not get_builder(name)(in_ch=1, init="scratch", seed=0, **kw).method.started
+
+
+def test_p2n_grayscale_start_or_the_fold():
+    """P2N: its grayscale start (gray="native", the default), or the RGB start folded (gray="replicate")."""
+    from fastdenoise.methods import p2n
+
+    native = p2n.build(in_ch=1, device="cpu")
+    assert native.init_from["model"] == p2n.GRAY_WEIGHTS and native.model.in_ch == 1
+    folded = p2n.build(in_ch=1, device="cpu", gray="replicate")
+    assert folded.init_from["model"] == p2n.DEFAULT_WEIGHTS and folded.model.in_ch == 1
+    want = rgb_state_to_gray(load_state(p2n.DEFAULT_WEIGHTS), folded.model.state_dict())
+    for k, v in folded.model.state_dict().items():
+        torch.testing.assert_close(v.float(), want[k].float())

@@ -36,7 +36,7 @@ Single-image defaults (``iters``/``crop``/``batch``/``stages``/``s_infer``/``tta
 * CPU: 120 APR iterations on 8 x 32^2 crops from the shipped start (``fastdenoise/weights/apr_start.pt``),
   no RD (the BSN's output is final), s=0, 32^2 tiles, the output averaged over 4 rotations (``tta=4``).
 
-A grayscale image meets the RGB start as three equal channels and the output is their mean.
+A grayscale image: the RGB start folded over the colour channels (the engine's grayscale policy).
 ``rd_iters`` None = half the APR iterations (the APR paper's 200k/400k ratio). Per-step estimates are
 crops, so the engine's output EMA and PSNR log are not used (the step returns no estimate).
 Measurements: ``docs/methods/apr.md``.
@@ -160,30 +160,6 @@ class APR(CropTraining, Method):
 
     def parts(self) -> tuple[str, ...]:
         return ("bsn", "student")
-
-    def model_channels(self, in_ch: int) -> int:
-        # a grayscale image meets the RGB start as three equal channels (there is no grayscale start)
-        rgb_start = self.cfg.init == "start" and not self.cfg.weights and in_ch == 1
-        return 3 if rgb_start and self.start_path(1) is None and self._rgb_start_fits() else in_ch
-
-    def _rgb_start_fits(self) -> bool:
-        """Whether the shipped RGB start has this config's BSN layers and shapes."""
-        if not hasattr(self, "_fits"):
-            from fastdenoise.engine import load_state
-
-            path, self._fits = self.start_path(3), False
-            if path is not None:
-                have = load_state(path, "bsn")
-                want = self.make_model(3, "bsn").state_dict()
-                self._fits = set(have) == set(want) and all(have[k].shape == v.shape for k, v in want.items())
-        return self._fits
-
-    def prepare(self, y: torch.Tensor):
-        rep = y.shape[1] == 1 and self.model_channels(1) == 3
-        return (y.expand(-1, 3, -1, -1).contiguous() if rep else y), rep
-
-    def finish(self, out: torch.Tensor, rep) -> torch.Tensor:
-        return out.mean(dim=1, keepdim=True) if rep else out
 
     def make_model(self, in_ch: int, part: str = "bsn") -> torch.nn.Module:
         from fastdenoise.models.atbsn import ATBSN

@@ -43,9 +43,7 @@ Example:
 """
 from __future__ import annotations
 
-import functools
 import os
-import warnings
 from dataclasses import dataclass
 
 import torch
@@ -53,7 +51,6 @@ import torch
 from fastdenoise.engine import FitConfig
 from fastdenoise.engine import Method
 from fastdenoise.engine import Trainer
-from fastdenoise.engine import load_state
 from fastdenoise.engine import method_api
 
 WEIGHTS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "weights")
@@ -81,9 +78,9 @@ class P2NConfig(FitConfig):
             1-channel images).
         gray: how a 1-channel image meets the pretrained start: ``"native"`` (default) fits the shipped
             grayscale start (``weights/unet_n2n_gauss_gray.pt``, trained on luma images with independent
-            noise); ``"replicate"`` fits the RGB start to the image replicated to three channels and averages
-            the output back (the old behaviour: the RGB start takes the identical noise of the three channels
-            for signal, measured below).
+            noise); ``"replicate"`` begins from the RGB start folded over the colour channels (exactly the RGB
+            network on the image replicated to three channels, outputs averaged: the engine's grayscale
+            policy for a method without a grayscale start).
     """
 
     iters: int | None = None
@@ -103,16 +100,6 @@ class P2NConfig(FitConfig):
     gray: str = "native"
 
 
-@functools.lru_cache(maxsize=16)
-def _channels_of(path: str, mtime: float) -> int:
-    return int(load_state(path)["enc0.weight"].shape[1])
-
-
-def _weights_channels(path: str) -> int:
-    """Input channels of a UNetN2N weights file (read once per file version)."""
-    return _channels_of(os.path.abspath(path), os.path.getmtime(path))
-
-
 class P2N(Method):
     """Positive2Negative: the step below on the N2N U-Net from the Gaussian-pretrained start."""
 
@@ -129,51 +116,22 @@ class P2N(Method):
         if self.cfg.gray not in GRAY_MODES:
             raise ValueError(f"gray must be one of {GRAY_MODES}, got {self.cfg.gray!r}")
 
-    def pretrained(self) -> bool:
-        return self.cfg.init in ("gaussian_pretrained", "start")
+    def resolve(self, cfg: P2NConfig, device: torch.device) -> P2NConfig:
+        # "gaussian_pretrained" is P2N's name of the shared "start"
+        return cfg.replace(init="start") if cfg.init == "gaussian_pretrained" else cfg
 
-    def start_weights(self, in_ch: int) -> str:
-        """The pretrained weights file for ``in_ch``-channel images."""
-        if self.cfg.weights:
-            return self.cfg.weights
-        native = in_ch == 1 and self.cfg.gray == "native" and os.path.exists(GRAY_WEIGHTS)
-        return GRAY_WEIGHTS if native else DEFAULT_WEIGHTS
-
-    def model_channels(self, in_ch: int) -> int:
-        # a grayscale image meets an RGB start as three equal channels
-        if self.pretrained() and in_ch == 1:
-            path = self.start_weights(1)
-            return _weights_channels(path) if os.path.exists(path) else 3
-        return in_ch
+    def start_path(self, in_ch: int) -> str | None:
+        """The Gaussian-pretrained U-Net: RGB, or for 1-channel images the grayscale start (``gray="native"``;
+        with ``gray="replicate"`` none, so the engine folds the RGB start over the colour channels)."""
+        if in_ch == 1:
+            native = self.cfg.gray == "native" and os.path.exists(GRAY_WEIGHTS)
+            return GRAY_WEIGHTS if native else None
+        return DEFAULT_WEIGHTS if in_ch == 3 and os.path.exists(DEFAULT_WEIGHTS) else None
 
     def make_model(self, in_ch: int, part: str = "model") -> torch.nn.Module:
         from fastdenoise.models.unet_n2n import UNetN2N
 
         return UNetN2N(in_ch)
-
-    def load_init(self, model: torch.nn.Module, part: str, in_ch: int) -> bool:
-        if not self.pretrained():
-            return super().load_init(model, part, in_ch)
-        path = self.start_weights(model.in_ch)
-        if os.path.exists(path):
-            have = _weights_channels(path)
-            if have != model.in_ch:
-                raise ValueError(f"the pretrained weights {path} take {have}-channel images; in_ch={model.in_ch} "
-                                 "needs init='scratch' (1-channel images use the grayscale start)")
-            model.load_state_dict(load_state(path))
-            self.init_from[part] = path
-            return True
-        if self.cfg.weights:
-            raise FileNotFoundError(f"weights file not found: {self.cfg.weights}")
-        warnings.warn(f"shipped P2N weights missing ({path}); starting from scratch", stacklevel=2)
-        return False
-
-    def prepare(self, y: torch.Tensor):
-        rep = self.pretrained() and y.shape[1] == 1 and self.model_channels(1) == 3
-        return (y.expand(-1, 3, -1, -1).contiguous() if rep else y), rep
-
-    def finish(self, out: torch.Tensor, rep) -> torch.Tensor:
-        return out.mean(dim=1, keepdim=True) if rep else out
 
     def step(self, run, y: torch.Tensor, t: int, total: int, seed: int):
         return p2n_step(self.cfg, run.backend, lambda x: run.net(x).float(),
