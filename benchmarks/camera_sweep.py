@@ -20,7 +20,8 @@ seed 0, fit seed 0), scored against the noise-free rendering through the same ca
   (0 iterations); its fit columns use its from-scratch CPU count, 300.
 
 Phases (``--phases``): ``base`` (noisy, pipeline, BM3D, wavelet), ``0``, ``1x``, ``2x``, ``5x``; each phase
-runs every method on every image before the next. Rows go to a JSONL file as soon as they exist
+runs every method on every image (image by image, every method on one image before the next) before the
+next phase. Rows go to a JSONL file as soon as they exist
 (``--out``, default results/camera-sweep-cpu.jsonl) and a run resumes from it; ``--markdown`` writes the
 table of the rows so far (to ``--md``, and with ``--quality`` into benchmarks/quality.md's camera section),
 computing nothing.
@@ -246,24 +247,23 @@ def main(argv=None) -> int:
                     t0 = time.perf_counter()
                     emit(row(name, "wavelet-jinv", phase, wavelet_jinv(noisy), seconds=time.perf_counter() - t0))
             continue
-        for m in split(a.methods):
+        for name, m in [(n, m) for n in split(a.images) for m in split(a.methods)]:
             it = 0 if phase == "0" else FIT_ITERS[m] * MULT[phase]
-            for name in split(a.images):
-                if (name, m, it) in done:
-                    continue
-                _, noisy, _, _ = data[name]
-                try:
-                    out, info = denoise(noisy, method=m, iters=it, seed=0, device="cpu", return_info=True)
-                except Exception as e:  # noqa: BLE001  (recorded, the sweep goes on)
-                    print(f"{name} {m} iters={it}: FAILED {type(e).__name__}: {e}", flush=True)
-                    with open(a.out, "a") as f:
-                        f.write(json.dumps({"image": name, "method": m, "phase": phase, "iters_asked": it,
-                                            "error": f"{type(e).__name__}: {e}"}) + "\n")
-                    continue
-                finally:
-                    clear_cache()
-                emit(row(name, m, phase, out, it, iters=info["iters"], seconds=info["seconds"],
-                         init=info.get("init")))
+            if (name, m, it) in done:
+                continue
+            _, noisy, _, _ = data[name]
+            try:
+                out, info = denoise(noisy, method=m, iters=it, seed=0, device="cpu", return_info=True)
+            except Exception as e:  # noqa: BLE001  (recorded, the sweep goes on)
+                print(f"{name} {m} iters={it}: FAILED {type(e).__name__}: {e}", flush=True)
+                with open(a.out, "a") as f:
+                    f.write(json.dumps({"image": name, "method": m, "phase": phase, "iters_asked": it,
+                                        "error": f"{type(e).__name__}: {e}"[:300]}) + "\n")
+                continue
+            finally:
+                clear_cache()
+            emit(row(name, m, phase, out, it, iters=info["iters"], seconds=info["seconds"],
+                     init=info.get("init")))
         text = format_markdown(load_rows(a.out), command)
         with open(a.md, "w") as f:
             f.write(text)
