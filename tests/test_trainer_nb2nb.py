@@ -32,7 +32,7 @@ def test_nb2nb_default_iters_per_device():
 
     tr = nb2nb.build(device="cpu", model=tiny())
     assert tr.total_iters(None) == nb2nb.CPU_ITERS == 400
-    assert nb2nb.Nb2Nb(nb2nb.Nb2NbConfig()).default_iters(torch.device("cuda")) == nb2nb.CUDA_ITERS
+    assert nb2nb.Nb2Nb(nb2nb.Nb2NbConfig()).defaults(torch.device("cuda"), True)["iters"] == nb2nb.CUDA_ITERS
     assert (tr.cfg.lr, tr.cfg.init_scale, tr.cfg.ema) == (nb2nb.CPU_LR, nb2nb.CPU_INIT_SCALE, 0.98)
     assert nb2nb.build(device="cpu", model=tiny(), lr=2e-4).cfg.lr == 2e-4
 

@@ -16,7 +16,7 @@ A method (:class:`Method` subclass, one file in ``fastdenoise/methods/``) suppli
   (the output EMA and progress PSNR use it) or None;
 
 and overrides small hooks only where it really differs: ``resolve`` (device-dependent defaults),
-``check``, ``default_iters``, ``load_init`` (pretrained weights), ``model_channels``/``prepare``/``finish``
+``check``, ``defaults`` (per-device defaults), ``load_init`` (pretrained weights), ``model_channels``/``prepare``/``finish``
 (input and output transforms, e.g. P2N's grayscale handling or Noise2Same's standardisation),
 ``batches`` (what single-image mode trains on, e.g. random crops), ``dataset_crops``, ``lr_at`` (schedule),
 ``new_state`` (per-run state such as Blind2Grad's mask reference), ``infer`` (inference), ``stages`` (a

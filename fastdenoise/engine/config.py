@@ -53,14 +53,14 @@ class FitConfig:
             ``Trainer.init_from`` says what each network started from.
         tta: self-ensemble at inference: the mean of the network's outputs over 1, 2 (flip), 4 (rot90) or 8
             (all dihedral) transforms of the image, each undone (None: the method's default for the device,
-            :meth:`Method.default_tta`; 1 is the papers' single pass). Applies to :meth:`Trainer.denoise` and
+            :meth:`Method.defaults`; 1 is the papers' single pass). Applies to :meth:`Trainer.denoise` and
             the final output of a fit, not to an output EMA of step estimates.
         warmup: linear learning-rate warm-up over this fraction of each stage's iterations (from lr/n to the
             schedule's lr over the first n), in [0, 1); 0: none. A fresh Adam's first steps move every weight by about lr, which can knock a
             trained start off its optimum before the moments are estimated.
         weight_ema: decay of an exponential moving average of the trained network's weights (Polyak
             averaging), in [0, 1); the average replaces the weights when a stage ends (0: off; None: the
-            method's default, :meth:`Method.default_weight_ema`). Steps on random crops of one image make the
+            method's default, :meth:`Method.defaults`). Steps on random crops of one image make the
             last iterate of a fine-tuned start scatter from seed to seed; the average does not.
         weights: a weights file every network begins from (a start, a checkpoint, or one network's state
             dict for the first network); RGB weights fold for a grayscale network. Overrides ``init``.
@@ -68,7 +68,7 @@ class FitConfig:
             set it; the memory plan sizes inference tiles with it).
         freeze_bn: BatchNorm layers normalise with their running statistics (eval-mode BatchNorm, statistics
             not updated) while a single image trains; None: the method's default
-            (:meth:`Method.default_freeze_bn`). Dataset mode (pretraining) always uses batch statistics. A
+            (:meth:`Method.defaults`). Dataset mode (pretraining) always uses batch statistics. A
             start's running statistics come from thousands of crops of many images; batch statistics of
             a few copies of one crop of one image are noisy, and the running averages they leave behind
             are what inference normalises with.

@@ -89,7 +89,7 @@ class Inference:
     """Trainer mixin: inference, self-ensembles, tiles and the memory plan."""
 
     def tta_count(self) -> int:
-        n = self.cfg.tta if self.cfg.tta is not None else self.method.default_tta(self.device)
+        n = self.cfg.tta if self.cfg.tta is not None else self.default("tta")
         if n not in TTA_COUNTS:
             raise ValueError(f"tta must be one of {TTA_COUNTS}, got {n!r}")
         return n

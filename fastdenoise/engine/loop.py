@@ -59,6 +59,10 @@ class Trainer(Inference, Checkpoints, Batched):
         self._per_pixel: float | None = None
 
 
+    def default(self, name: str):
+        """The method's default of the shared option ``name`` here (:meth:`Method.defaults`)."""
+        return self.method.defaults(self.device, self.method.started)[name]
+
     def new_run(self, seed: int) -> Run:
         return Run(self, seed)
 
@@ -107,7 +111,7 @@ class Trainer(Inference, Checkpoints, Batched):
         if iters is None:
             iters = self.cfg.iters
         if iters is None:
-            iters = self.method.default_iters(self.device)
+            iters = self.default("iters")
         if isinstance(iters, bool) or int(iters) != iters or int(iters) < 0:
             raise ValueError(f"iters must be an integer >= 0, got {iters!r}")
         return int(iters)
@@ -194,7 +198,7 @@ class Trainer(Inference, Checkpoints, Batched):
         if self.run.dataset_mode:
             return False
         f = self.cfg.freeze_bn
-        return bool(self.method.default_freeze_bn(self.device) if f is None else f)
+        return bool(self.default("freeze_bn") if f is None else f)
 
     def train_mode(self, model: torch.nn.Module) -> None:
         """``model.train()``, its BatchNorm layers back in eval mode when :meth:`freeze_bn_active`."""
@@ -207,7 +211,7 @@ class Trainer(Inference, Checkpoints, Batched):
     def weight_ema_decay(self) -> float:
         """The weight-EMA decay in effect (``cfg.weight_ema``, checked by :func:`build`, or the method's)."""
         d = self.cfg.weight_ema
-        return float(self.method.default_weight_ema(self.device) if d is None else d)
+        return float(self.default("weight_ema") if d is None else d)
 
     def _iteration(self, stage: Stage, step: Callable, batch: torch.Tensor, t: int, total: int):
         """One training iteration of ``stage``: schedule, step, backward, optimiser step."""

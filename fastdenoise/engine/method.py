@@ -4,7 +4,7 @@ the crop-training mixin (:class:`CropTraining`).
 A method (one file in ``fastdenoise/methods/``) supplies ``Config`` (its :class:`FitConfig` subclass),
 ``make_model(in_ch)`` and ``step(run, y, t, total, seed) -> (loss, estimate)`` written with the public fused
 ops, and overrides small hooks only where it differs: ``resolve`` (device-dependent defaults), ``check``,
-``default_iters``/``default_tta``/``default_weight_ema``/``default_freeze_bn``, ``load_init``,
+``defaults`` (the shared options' defaults per device), ``load_init``,
 ``model_channels``/``prepare``/``finish``, ``batches``, ``dataset_crops``, ``lr_at``, ``new_state``, ``infer``
 and ``stages``.
 """
@@ -79,21 +79,14 @@ class Method:
     def check(self) -> None:
         """Raise ValueError for an invalid config."""
 
-    def default_iters(self, device: torch.device) -> int:
-        return 100
-
-    def default_tta(self, device: torch.device) -> int:
-        """Transforms averaged at inference when ``cfg.tta`` is None (1: the single pass of the papers)."""
-        return 1
-
-    def default_weight_ema(self, device: torch.device) -> float:
-        """Weight-EMA decay when ``cfg.weight_ema`` is None (0: none, the papers' last iterate)."""
-        return 0.0
-
-    def default_freeze_bn(self, device: torch.device) -> bool:
-        """Whether BatchNorm keeps its running statistics in single-image training when ``cfg.freeze_bn``
-        is None (False: batch statistics, as the papers train)."""
-        return False
+    def defaults(self, device: torch.device, started: bool) -> dict:
+        """The values of the shared options a config leaves None, for ``device`` and whether the networks
+        begin from loaded weights (``started``: a start or ``weights``; methods fine-tune a start for fewer
+        iterations): ``iters`` (single-image iterations), ``tta`` (transforms averaged at inference; 1 is the
+        papers' single pass), ``weight_ema`` (decay; 0: the papers' last iterate), ``freeze_bn`` (BatchNorm
+        keeps its running statistics in single-image training; False: batch statistics, as the papers train).
+        A method returns ``{**super().defaults(device, started), ...}`` with what it changes."""
+        return {"iters": 100, "tta": 1, "weight_ema": 0.0, "freeze_bn": False}
 
     # --- networks
     def parts(self) -> tuple[str, ...]:

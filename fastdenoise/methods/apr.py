@@ -152,11 +152,10 @@ class APR(CropTraining, Method):
         if c.bsn_tile is None or c.bsn_tile < 0 or (0 < c.bsn_tile < 8):
             raise ValueError(f"bsn_tile must be 0 (whole input) or a tile side >= 8, got {c.bsn_tile!r}")
 
-    def default_iters(self, device: torch.device) -> int:
-        return CUDA_ITERS if device.type == "cuda" else CPU_ITERS
-
-    def default_tta(self, device: torch.device) -> int:
-        return 1 if device.type == "cuda" else CPU_TTA   # CPU: +0.1 dB for about 14 s (module docstring)
+    def defaults(self, device: torch.device, started: bool) -> dict:
+        cuda = device.type == "cuda"
+        return {**super().defaults(device, started), "iters": CUDA_ITERS if cuda else CPU_ITERS,
+                "tta": 1 if cuda else CPU_TTA}   # CPU: +0.1 dB for about 14 s (docs/methods/apr.md)
 
     def parts(self) -> tuple[str, ...]:
         return ("bsn", "student")

@@ -143,12 +143,10 @@ class Blind2Grad(Method):
         if c.infer_cycles < 1:
             raise ValueError(f"infer_cycles must be >= 1, got {c.infer_cycles}")
 
-    def default_iters(self, device: torch.device) -> int:
-        return CUDA_ITERS if device.type == "cuda" else CPU_ITERS
-
-    def default_freeze_bn(self, device: torch.device) -> bool:
-        """A network that begins from a start keeps the start's BatchNorm statistics (module docstring)."""
-        return self.started
+    def defaults(self, device: torch.device, started: bool) -> dict:
+        # a network that begins from a start keeps the start's BatchNorm statistics (module docstring)
+        return {**super().defaults(device, started), "iters": CUDA_ITERS if device.type == "cuda" else CPU_ITERS,
+                "freeze_bn": started}
 
     def network_channels(self, in_ch: int, part: str) -> int:
         return in_ch + 1          # the image and its visible-mask plane

@@ -84,10 +84,9 @@ class Nb2Nb(Method):
         if not (isinstance(s, (int, float)) and not isinstance(s, bool) and 0 < s < float("inf")):
             raise ValueError(f"init_scale must be a positive finite number, got {s!r}")
 
-    def default_iters(self, device: torch.device) -> int:
-        if device.type == "cuda":
-            return CUDA_ITERS
-        return CPU_ITERS_START if self.started else CPU_ITERS
+    def defaults(self, device: torch.device, started: bool) -> dict:
+        iters = CUDA_ITERS if device.type == "cuda" else CPU_ITERS_START if started else CPU_ITERS
+        return {**super().defaults(device, started), "iters": iters}
 
     def make_model(self, in_ch: int, part: str = "model") -> torch.nn.Module:
         from fastdenoise.models.unet_nb2nb import UNetNb2Nb

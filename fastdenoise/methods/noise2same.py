@@ -116,16 +116,11 @@ class Noise2Same(CropTraining, Method):
         if c.bn_infer not in ("batch", "running"):
             raise ValueError(f"bn_infer must be 'batch' or 'running', got {c.bn_infer!r}")
 
-    def default_iters(self, device: torch.device) -> int:
-        if device.type == "cuda":
-            return CUDA_ITERS
-        return CPU_ITERS_START if self.started else CPU_ITERS
-
-    def default_tta(self, device: torch.device) -> int:
-        return 1 if device.type == "cuda" else CPU_TTA
-
-    def default_weight_ema(self, device: torch.device) -> float:
-        return CPU_WEIGHT_EMA if device.type != "cuda" and self.started else 0.0
+    def defaults(self, device: torch.device, started: bool) -> dict:
+        cpu = device.type != "cuda"
+        return {**super().defaults(device, started),
+                "iters": (CPU_ITERS_START if started else CPU_ITERS) if cpu else CUDA_ITERS,
+                "tta": CPU_TTA if cpu else 1, "weight_ema": CPU_WEIGHT_EMA if cpu and started else 0.0}
 
     def make_model(self, in_ch: int, part: str = "model") -> torch.nn.Module:
         from fastdenoise.models.unet_noise2same import UNetNoise2Same

@@ -109,8 +109,9 @@ class P2N(Method):
     Config = P2NConfig
     inits = INITS
 
-    def default_iters(self, device: torch.device) -> int:
-        return CPU_ITERS_START if device.type != "cuda" and self.started else ITERS
+    def defaults(self, device: torch.device, started: bool) -> dict:
+        iters = CPU_ITERS_START if device.type != "cuda" and started else ITERS
+        return {**super().defaults(device, started), "iters": iters}
 
     def check(self) -> None:
         if self.cfg.gray not in GRAY_MODES:
