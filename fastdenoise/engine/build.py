@@ -27,8 +27,7 @@ def build(method_cls: type[Method], config: FitConfig | None = None, *, in_ch: i
         raise ValueError(f"in_ch must be a positive int, got {in_ch!r}")
     device = resolve_device(cfg.device)
     method = method_cls(cfg)
-    cfg = method.resolve(cfg, device)
-    method = method_cls(cfg)
+    method.cfg = cfg = method.resolve(cfg, device)     # device-dependent defaults filled in, once
     validate(cfg, method)
     method.check()
     from fastdenoise._runtime import check_seed
