@@ -82,17 +82,6 @@ def noisy_sampler(clean, crop: int, batch: int, seed: int, mix: tuple[float, flo
     return sampler
 
 
-def init_gray_from_rgb(tr, path: str) -> None:
-    """Load every network of the RGB start ``path`` into the grayscale trainer ``tr`` (``--init rgb``)."""
-    from fastdenoise.engine import load_state
-    from fastdenoise.engine import rgb_state_to_gray
-
-    for name, part in tr.parts.items():
-        have = part.model.state_dict()
-        part.model.load_state_dict(rgb_state_to_gray(load_state(path, name), have))
-        tr.method.init_from[name] = path
-
-
 def held_out(channels: int, sigma: float = 25.0):
     from fastdenoise.io import load_sample
     from fastdenoise.io import to_tensor
@@ -182,11 +171,10 @@ def main(argv=None) -> int:
     if a.init == "rgb":
         if a.channels != 1:
             ap.error("--init rgb needs --channels 1")
+        # RGB weights on a grayscale network fold over the colour channels (the engine's grayscale policy)
         kw["init"] = "scratch"
+        kw["weights"] = a.rgb_start or os.path.join(ROOT, "fastdenoise", "weights", f"{a.method}_start.pt")
     tr = get_builder(a.method)(in_ch=a.channels, **kw)
-    if a.init == "rgb" and not (a.resume and os.path.exists(out + ".ckpt")):
-        rgb = a.rgb_start or os.path.join(ROOT, "fastdenoise", "weights", f"{a.method}_start.pt")
-        init_gray_from_rgb(tr, rgb)
     crop, batch = tr.method.dataset_crops(tr.device, a.crop, a.batch)
     clean = training_images(a.channels, a.seed, a.dead_leaves)
     mix = tuple(float(v) for v in a.noise_mix.split(","))
