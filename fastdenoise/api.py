@@ -92,8 +92,9 @@ def get_trainer(method: str, *, device="auto", in_ch: int = 3, weights: str | No
 
 def trainers_for(method: str, channels: int, *, device="auto", weights: str | None = None, **overrides) -> list:
     """``[(first channel, count, trainer)]`` covering ``channels`` channels: one trainer for all of them, or,
-    when the method's network cannot take that many (P2N's RGB-pretrained start takes 1 or 3), RGB triples
-    then single channels, each fitted separately with the same seed."""
+    when the method's start cannot take that many (the starts take 1 or 3 channels), RGB triples then single
+    channels, each fitted separately with the same seed (the engine's grayscale policy,
+    :mod:`fastdenoise.engine.starts`)."""
     try:
         return [(0, channels, get_trainer(method, device=device, in_ch=channels, weights=weights, **overrides))]
     except ValueError as e:

@@ -83,3 +83,17 @@ def test_p2n_grayscale_start_or_the_fold():
     want = rgb_state_to_gray(load_state(p2n.DEFAULT_WEIGHTS), folded.model.state_dict())
     for k, v in folded.model.state_dict().items():
         torch.testing.assert_close(v.float(), want[k].float())
+
+
+def test_other_channel_counts_meet_the_start_as_rgb_triples_and_single_channels():
+    """A start takes 1 or 3 channels: building for 5 from the start says so, and denoise() fits RGB triples and
+    single channels, each from the start; init='scratch' takes all 5 channels in one network."""
+    from fastdenoise.api import trainers_for
+
+    with pytest.raises(ValueError, match="1- or 3-channel"):
+        get_builder("zsn2n")(in_ch=5, device="cpu")
+    groups = trainers_for("zsn2n", 5, device="cpu")
+    assert [(i, k) for i, k, _ in groups] == [(0, 3), (3, 1), (4, 1)]
+    assert all(tr.method.started for _, _, tr in groups)
+    (one,) = trainers_for("zsn2n", 5, device="cpu", init="scratch")
+    assert one[1] == 5 and not one[2].method.started

@@ -1,7 +1,8 @@
 """Starts and weights files: where the shipped starts are, how a network begins from one (or from any weights
 file), and the one grayscale policy: a 1-channel network with no grayscale start begins from the RGB start
 folded over the colour channels (:func:`rgb_state_to_gray`), which computes exactly what the RGB network
-computes on the image replicated to RGB, outputs averaged."""
+computes on the image replicated to RGB, outputs averaged. Images of other channel counts meet the starts as
+RGB triples and single channels, each fitted by its own network (:func:`fastdenoise.api.trainers_for`)."""
 from __future__ import annotations
 
 import os
@@ -121,6 +122,10 @@ def load_init(method, model: torch.nn.Module, part: str, in_ch: int) -> bool:
     if method.cfg.init != "start":
         return False
     start, have = method.start_path(in_ch), model.state_dict()
+    if start is None and in_ch not in (1, 3) and method.start_path(3) is not None:
+        # other channel counts: fastdenoise.denoise fits RGB triples and single channels, each from the start
+        raise ValueError(f"{method.name}'s start takes 1- or 3-channel images, not {in_ch}: denoise() splits the "
+                         f"channels into RGB triples and single channels, or use init='scratch' for one network")
     if start is None and in_ch == 1 and method.start_path(3) is not None:
         # no grayscale start: the RGB start, its image-facing weights folded over the colour channels
         # (exactly the RGB network on the image replicated to RGB, outputs averaged)
