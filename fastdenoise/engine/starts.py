@@ -14,6 +14,8 @@ WEIGHTS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__fil
 
 def start_path(name: str, in_ch: int) -> str | None:
     """The shipped start of method ``name`` for ``in_ch``-channel networks (None: there is none)."""
+    if in_ch not in (1, 3):
+        return None
     p = os.path.join(WEIGHTS_DIR, f"{name}_start{'_gray' if in_ch == 1 else ''}.pt")
     return p if os.path.exists(p) else None
 
