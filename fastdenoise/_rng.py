@@ -218,7 +218,8 @@ def resolve_seed(seed=None, generator: torch.Generator | None = None) -> int:
         raise ValueError("pass either seed or generator, not both")
     if isinstance(seed, torch.Tensor):
         if seed.numel() != 1 or seed.dtype.is_floating_point or seed.dtype.is_complex or seed.dtype == torch.bool:
-            raise TypeError(f"a tensor seed must hold one integer, got dtype {seed.dtype} and shape {tuple(seed.shape)}")
+            raise TypeError(f"a tensor seed must hold one integer, got dtype {seed.dtype} "
+                            f"and shape {tuple(seed.shape)}")
         seed = int(seed.item())
     elif isinstance(seed, bool) or not hasattr(seed, "__index__"):
         raise TypeError(f"seed must be an int, a one-element integer tensor or None, got {type(seed).__name__}")

@@ -86,7 +86,8 @@ def test_tensor_scalars(backend):
     t = torch.tensor
     assert torch.equal(F.nb2nb_loss(out, y, fy, t(7), t(1.5), lambda1=t(0.5), backend=backend),
                        F.nb2nb_loss(out, y, fy, 7, 1.5, lambda1=0.5, backend=backend))
-    assert torch.equal(F.apr_loss(y, y, fy, t(3), t(4.0), backend=backend), F.apr_loss(y, y, fy, 3, 4.0, backend=backend))
+    assert torch.equal(F.apr_loss(y, y, fy, t(3), t(4.0), backend=backend),
+                       F.apr_loss(y, y, fy, 3, 4.0, backend=backend))
     assert torch.equal(F.p2n_loss(y, fy, t(1.75), backend=backend), F.p2n_loss(y, fy, 1.75, backend=backend))
     za, _ = F.rdc_renoise(y, fy, t(2), t(0.5), backend=backend)
     zb, _ = F.rdc_renoise(y, fy, 2, 0.5, backend=backend)

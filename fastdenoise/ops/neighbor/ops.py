@@ -45,7 +45,8 @@ def _loss_fwd_fake(out, y, fy, seed, w1, w2, compute_grad, backend):
 
 
 neighbor_subsample_fwd = register_op(
-    "neighbor_subsample_fwd", "(Tensor x, SymInt seed, bool need_g2, str backend) -> (Tensor, Tensor)", _sub_fwd, _sub_fwd_fake
+    "neighbor_subsample_fwd", "(Tensor x, SymInt seed, bool need_g2, str backend) -> (Tensor, Tensor)", _sub_fwd,
+    _sub_fwd_fake
 )
 neighbor_subsample_bwd = register_op(
     "neighbor_subsample_bwd",
@@ -55,7 +56,8 @@ neighbor_subsample_bwd = register_op(
 )
 nb2nb_loss_fwd = register_op(
     "nb2nb_loss_fwd",
-    "(Tensor out, Tensor y, Tensor fy, SymInt seed, float w1, float w2, bool compute_grad, str backend) -> (Tensor, Tensor)",
+    "(Tensor out, Tensor y, Tensor fy, SymInt seed, float w1, float w2, bool compute_grad, str backend)"
+    " -> (Tensor, Tensor)",
     _loss_fwd,
     _loss_fwd_fake,
 )

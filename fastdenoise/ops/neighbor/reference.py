@@ -35,7 +35,8 @@ def neighbor_subsample_ref(x: torch.Tensor, seed: int) -> tuple[torch.Tensor, to
     return g1, g2
 
 
-def nb2nb_terms_ref(out: torch.Tensor, y: torch.Tensor, fy: torch.Tensor, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+def nb2nb_terms_ref(out: torch.Tensor, y: torch.Tensor, fy: torch.Tensor,
+                    seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(mean((out - g2(y))^2), mean((out - g2(y) - (g1(fy) - g2(fy)))^2)) in opmath_dtype; grad to ``out`` only."""
     dt = opmath_dtype(out.dtype)
     _, g2y = neighbor_subsample_ref(y.detach().to(dt), seed)

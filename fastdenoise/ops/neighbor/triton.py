@@ -112,7 +112,8 @@ def _nb2nb_loss_kernel(out_ptr, y_ptr, fy_ptr, grad_ptr, part_ptr, C, H, W, HH, 
     tl.store(part_ptr + k + 1, tl.sum(acc2, axis=0))
 
 
-def neighbor_subsample_fwd_triton(x: torch.Tensor, seed: int, need_g2: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+def neighbor_subsample_fwd_triton(x: torch.Tensor, seed: int,
+                                  need_g2: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """(g1, g2); g2 is an empty (0,) placeholder when ``need_g2`` is False."""
     x = x.contiguous()
     b, c, h, w = x.shape

@@ -53,7 +53,8 @@ class P2NLossFunction(FusedLossFunction):
 
 def rdc_renoise(y: torch.Tensor, x_hat: torch.Tensor, seed: int | torch.Tensor | None = None, sigma: float = 0.75,
                 granularity: str = "image", detach: bool = True, *, clamp: bool = False,
-                generator: torch.Generator | None = None, backend: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                generator: torch.Generator | None = None,
+                backend: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """P2N's Renoised Data Construction in one pass, ready for a single 2B-batch forward.
 
     With ``n = y - x_hat``: ``z = cat([x_hat + a * n, x_hat - b * n])`` on the batch axis, where the
