@@ -180,18 +180,30 @@ def test_per_iteration_seed_loop(one_thread):
     assert all(torch.equal(const[0], p) for p in const[1:])
 
 
-def test_compile_with_per_iteration_seed():
-    """torch.compile(fullgraph=True) of a step taking the seed as an argument: the seed drawn outside
-    the compiled function per iteration, results equal to eager."""
+@pytest.mark.parametrize("backend", ALL_BACKENDS)
+def test_compile_with_per_iteration_seed(backend):
+    """torch.compile(fullgraph=True) of a step taking the seed as an argument, drawn outside per
+    iteration: results equal to eager, and the seed is symbolic after the first new value (two
+    compilations for six seeds, not one per seed)."""
     def step(x, y, fy, seed):
-        g1, _ = F.neighbor_subsample(x, seed, need_g2=False)
-        return F.nb2nb_loss(g1 * 2, y, fy, seed, 2.0)
+        g1, _ = F.neighbor_subsample(x, seed, need_g2=False, backend=backend)
+        h1, _ = F.apr_sample(x, seed, need_h2=False, backend=backend)
+        return F.nb2nb_loss(g1 * 2, y, fy, seed, 2.0, backend=backend) + h1.mean()
 
+    compilations = []
+
+    def counting(gm, example_inputs):
+        compilations.append(gm)
+        return gm.forward
+
+    torch._dynamo.reset()
     x = make_input((1, 2, 6, 6), requires_grad=True)
     y, fy = make_input((1, 2, 6, 6), gen_seed=1), make_input((1, 2, 6, 6), gen_seed=2)
-    compiled = torch.compile(step, fullgraph=True, backend="aot_eager")
-    for seed in (F.draw_seed(), F.draw_seed()):
+    compiled = torch.compile(step, fullgraph=True, backend=counting)
+    for _ in range(6):
+        seed = F.draw_seed()
         torch.testing.assert_close(compiled(x, y, fy, seed), step(x, y, fy, seed))
+    assert len(compilations) == 2
 
 
 def test_own_training_loop_doc_examples_run(one_thread):
