@@ -33,6 +33,11 @@ try:
 except ImportError as e:  # pragma: no cover - exercised only without deepinv
     raise ImportError("fastdenoise.compat.deepinv needs deepinv: pip install deepinv "
                       "(see requirements-compat.txt)") from e
+except RuntimeError as e:  # pragma: no cover - a torchvision built for another torch
+    if "torchvision::" not in str(e):
+        raise
+    raise ImportError("deepinv imports torchvision, whose compiled ops do not load with this torch build "
+                      f"({torch.__version__}): install the torchvision built for it ({e})") from e
 
 from fastdenoise._rng import draw_seed
 from fastdenoise.ops.neighbor.api import nb2nb_loss
