@@ -96,7 +96,8 @@ def _key(r: dict) -> tuple:
 
 def format_markdown(rows: list[dict], command: str) -> str:
     """The camera section: per-image rows and per-(method, iterations) means over the images present."""
-    rows = [r for r in rows if "psnr" in r]
+    seen: set = set()
+    rows = [r for r in rows if "psnr" in r and not (_key(r) in seen or seen.add(_key(r)))]   # first of each
     meta = next((r for r in rows if r.get("noise_params")), {})
     out = [SECTION, "", "## Camera noise (issue 27, first measurement)", ""]
     out.append(
@@ -120,8 +121,10 @@ def format_markdown(rows: list[dict], command: str) -> str:
                    f"{r.get('psnr_orig', float('nan')):.2f} | {t} |")
     noisy = {r["image"]: r["psnr"] for r in rows if r["method"] == "noisy"}
     out += ["", "Means over the images present (gain = mean of per-image PSNR minus the noisy PSNR):", "",
-            "| method | iters | images | mean PSNR dB | mean SSIM | gain over noisy dB | RGB crops gain dB |",
-            "|---|---|---|---|---|---|---|"]
+            "| method | iters | images | mean PSNR dB | mean SSIM | gain over noisy dB | RGB crops gain dB | "
+            "fit minus start alone dB |",
+            "|---|---|---|---|---|---|---|---|"]
+    start = {(r["method"], r["image"]): r["psnr"] for r in rows if r.get("phase") == "0"}
     groups: dict = {}
     for r in rows:
         if r["method"] != "pipeline":          # scored against the original crop: not comparable here
@@ -129,9 +132,11 @@ def format_markdown(rows: list[dict], command: str) -> str:
     for (m, it), sel in groups.items():
         gains = [r["psnr"] - noisy[r["image"]] for r in sel if r["image"] in noisy]
         rgb = [r["psnr"] - noisy[r["image"]] for r in sel if r["image"] in noisy and r["image"] != "camera"]
+        fit = [r["psnr"] - start[(m, r["image"])] for r in sel
+               if r.get("phase") not in (None, "base", "0") and (m, r["image"]) in start]
         out.append(f"| {m} | {'–' if it is None else it} | {len(sel)} | {np.mean([r['psnr'] for r in sel]):.2f} | "
                    f"{np.mean([r['ssim'] for r in sel]):.4f} | {np.mean(gains):+.2f} | "
-                   f"{(f'{np.mean(rgb):+.2f}' if rgb else '–')} |")
+                   f"{(f'{np.mean(rgb):+.2f}' if rgb else '–')} | {(f'{np.mean(fit):+.2f}' if fit else '–')} |")
     pipe = [r["psnr"] for r in rows if r["method"] == "pipeline"]
     if pipe:
         out += ["", f"The noise-free rendering (`pipeline` rows) scores {np.mean(pipe):.2f} dB mean against the "

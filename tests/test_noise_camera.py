@@ -303,7 +303,7 @@ def test_camera_sweep_markdown_and_quality_section(tmp_path, monkeypatch):
     text = qmd.read_text()
     assert text.startswith("# Quality table\n\nold table\n") and camera_sweep.SECTION in text
     assert "| astronaut | p2n | 50 | 27.00 | 0.7000 | 24.00 | 80.0 |" in text
-    assert "| p2n | 50 | 1 | 27.00 | 0.7000 | +3.14 | +3.14 |" in text and "apr 1x" in text
+    assert "| p2n | 50 | 1 | 27.00 | 0.7000 | +3.14 | +3.14 | – |" in text and "apr 1x" in text
     # rewriting the section replaces it; the quality table keeps it
     assert camera_sweep.main(["--markdown", "--quality", "--out", str(jl), "--md", str(tmp_path / "c.md")]) == 0
     assert qmd.read_text().count(camera_sweep.SECTION) == 1
