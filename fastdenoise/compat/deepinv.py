@@ -5,6 +5,7 @@ Switch a deepinv training script with one import line::
     from fastdenoise.compat.deepinv import Neighbor2Neighbor   # instead of deepinv.loss.Neighbor2Neighbor
 
 and keep ``losses = [Neighbor2Neighbor(gamma=2.0)]``, ``deepinv.Trainer(..., losses=losses)``.
+(deepinv 0.5's other self-supervised losses, SURE, R2R, splitting, EI, MC, have no fused counterpart here.)
 
 :class:`Neighbor2Neighbor` is a subclass of ``deepinv.loss.Neighbor2Neighbor`` with the same
 constructor and ``forward(y, physics, model, **kwargs)``. With the default metric
