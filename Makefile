@@ -13,8 +13,9 @@ $(BIN)/python:
 	$(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 
-$(STAMP): $(BIN)/python $(SOURCES)
+$(STAMP): $(BIN)/python $(SOURCES) requirements-compat.txt
 	$(BIN)/python -m pip install -q -r requirements-dev.txt
+	$(BIN)/python -m pip install -q --no-deps -r requirements-compat.txt   # deepinv, for the compat tests
 	FASTDENOISE_REQUIRE_EXT=1 $(BIN)/python -m pip install -q --no-build-isolation -e .
 	touch $(STAMP)
 
@@ -31,9 +32,9 @@ test: $(STAMP)
 	FASTDENOISE_REQUIRE_EXT=1 $(BIN)/python -m pytest -q tests
 	FASTDENOISE_REQUIRE_EXT=1 $(BIN)/python -m pytest -q benchmarks --benchmark-disable -p no:cacheprovider
 
-# The drop-in adapters (fastdenoise.compat) with deepinv installed: deepinv is an optional dependency
-# (requirements-compat.txt, installed with --no-deps beside the pinned CPU torch, about 20 s); without it
-# `make test` skips tests/test_compat_deepinv.py. The switch benchmark: python benchmarks/bench_compat.py.
+# The drop-in adapters (fastdenoise.compat) alone. deepinv is an optional dependency of the package
+# (requirements-compat.txt, installed with --no-deps beside the pinned CPU torch); the dev set-up installs it,
+# so `make test` runs tests/test_compat_deepinv.py too. The switch benchmark: python benchmarks/bench_compat.py.
 test-compat: $(STAMP)
 	$(BIN)/python -m pip install -q --no-deps -r requirements-compat.txt
 	FASTDENOISE_REQUIRE_EXT=1 OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q tests/test_compat_deepinv.py \

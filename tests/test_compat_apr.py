@@ -7,6 +7,8 @@ import torch
 import fastdenoise.functional as F
 from fastdenoise.compat.aprrd import APR
 
+pytestmark = pytest.mark.cpu_only("the official APR sampler, compared on CPU tensors")
+
 
 def official_window():
     """The official table: ((dx1, dy1), (dx2, dy2)) for dx1, dy1, dx2, dy2 in -1..1, identical pairs dropped."""

@@ -7,8 +7,9 @@ import torch
 from deepinv_env import import_deepinv
 
 dinv = import_deepinv()
-pytestmark = pytest.mark.skipif(dinv is None, reason="deepinv is not installed (optional: pip install --no-deps "
-                                "-r requirements-compat.txt, or make test-compat)")
+pytestmark = [pytest.mark.skipif(dinv is None, reason="deepinv is not installed (optional: pip install --no-deps "
+                                 "-r requirements-compat.txt, or make test-compat)"),
+              pytest.mark.cpu_only("deepinv's Trainer on CPU tensors")]
 
 if dinv is not None:
     from fastdenoise.compat.deepinv import Neighbor2Neighbor

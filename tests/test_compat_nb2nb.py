@@ -10,6 +10,8 @@ import torch.nn.functional as nnf
 from fastdenoise.compat import neighbor2neighbor as nb
 from fastdenoise.models.unet_nb2nb import UNetNb2Nb
 
+pytestmark = pytest.mark.cpu_only("the official Neighbor2Neighbor formulation, compared on CPU tensors")
+
 IDX_PAIR = torch.tensor([[0, 1], [0, 2], [1, 3], [2, 3], [1, 0], [2, 0], [3, 1], [3, 2]], dtype=torch.int64)
 
 

@@ -7,6 +7,8 @@ import torch.nn.functional as nnf
 
 from fastdenoise.compat import zsn2n as zs
 
+pytestmark = pytest.mark.cpu_only("the official ZS-N2N formulation, compared on CPU tensors")
+
 
 def official_pair_downsampler(img):
     c = img.shape[1]

@@ -88,7 +88,7 @@ def test_pair_law():
     # With x = position index, g1/g2 reveal the picked positions; channels share the choice.
     b, h, w = 2, 32, 32
     pos = (torch.arange(h)[:, None] % 2) * 2 + (torch.arange(w)[None, :] % 2)
-    x = pos.to(torch.float32).expand(b, 3, h, w).contiguous()
+    x = pos.to(torch.float32).expand(b, 3, h, w).contiguous().to(DEVICE)
     for backend in ALL_BACKENDS:
         g1, g2 = F.neighbor_subsample(x, 5, backend=backend)
         assert torch.equal(g1[:, 0], g1[:, 2]) and torch.equal(g2[:, 0], g2[:, 1])
@@ -213,16 +213,16 @@ def test_invalid_inputs():
     with pytest.raises(ValueError, match="seed must be in"):
         F.neighbor_subsample(x, -1)
     with pytest.raises(ValueError, match="out must have shape"):
-        F.nb2nb_loss(torch.rand(1, 3, 8, 8), x, x, 1)
+        F.nb2nb_loss(torch.rand(1, 3, 8, 8, device=DEVICE), x, x, 1)
     with pytest.raises(TypeError, match="fy must be float"):
-        F.nb2nb_loss(torch.rand(1, 3, 4, 4), x, x.to(torch.int32), 1)
+        F.nb2nb_loss(torch.rand(1, 3, 4, 4, device=DEVICE), x, x.to(torch.int32), 1)
     with pytest.raises(TypeError, match="needs the seed its sampler used"):
-        F.nb2nb_loss(torch.rand(1, 3, 4, 4), x, x, None)
+        F.nb2nb_loss(torch.rand(1, 3, 4, 4, device=DEVICE), x, x, None)
     with pytest.raises(ValueError, match="lambda1 must be >="):
-        F.nb2nb_loss(torch.rand(1, 3, 4, 4), x, x, 1, lambda1=-1)
+        F.nb2nb_loss(torch.rand(1, 3, 4, 4, device=DEVICE), x, x, 1, lambda1=-1)
     with pytest.raises(TypeError, match="need_g2 must be a bool"):
         F.neighbor_subsample(x, 1, need_g2=0)
     with pytest.raises(ValueError, match="gamma must be >="):
-        F.nb2nb_loss(torch.rand(1, 3, 4, 4), x, x, 1, gamma=-1)
+        F.nb2nb_loss(torch.rand(1, 3, 4, 4, device=DEVICE), x, x, 1, gamma=-1)
     with pytest.raises(ValueError, match="backend must be one of"):
         F.neighbor_subsample(x, 1, backend="cuda")

@@ -111,10 +111,10 @@ def test_autocast_mixed_dtypes(backend):
     losses upcast to float32 as the references do (same values and gradients as the reference on the
     float32-cast outputs), and gradients reach the parameters in their own dtype."""
     torch.manual_seed(0)
-    net = _Net()
+    net = _Net().to(DEVICE)
     y = make_input(X, gen_seed=1)
     seed = 11
-    with torch.autocast("cpu", dtype=torch.bfloat16):
+    with torch.autocast(DEVICE.type, dtype=torch.bfloat16):
         g1, _ = F.neighbor_subsample(y, seed, need_g2=False, backend=backend)
         out = net(g1)
         with torch.no_grad():

@@ -184,7 +184,7 @@ def test_loss_matches_formula(backend, dtype, shape):
 @pytest.mark.parametrize("backend", ALL_BACKENDS)
 def test_noncontiguous_and_expanded_grad(backend):
     y = make_input((1, 1, 4, 4)).expand(2, 3, 4, 4).clone().requires_grad_(True)
-    xh = torch.zeros(2, 3, 4, 4)
+    xh = torch.zeros(2, 3, 4, 4, device=DEVICE)
     z, s = F.rdc_renoise(y, xh, 0, backend=backend)
     z.sum().backward()  # expanded (stride-0) incoming gradient
     expect = (s[0] - s[1]).view(2, 1, 1, 1).expand(2, 3, 4, 4)

@@ -17,6 +17,7 @@ FREE_OPS = {
     "empty", "empty_like", "empty_strided", "new_empty", "new_empty_strided", "view", "_unsafe_view", "reshape",
     "as_strided", "select", "slice", "detach", "alias", "unsqueeze", "squeeze", "expand", "t", "permute",
     "transpose", "_reshape_alias", "unbind", "split", "split_with_sizes", "view_as_real", "device",
+    "promote_types",   # dtype arithmetic, no tensor touched
 }
 
 

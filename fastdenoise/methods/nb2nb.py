@@ -101,7 +101,7 @@ class Nb2Nb(Method):
         with torch.no_grad():
             fy = run.net(y).float()
         # 2. g1(y) from the fused neighbour sub-sampler
-        g1, _ = F.neighbor_subsample(y, seed, backend=be)
+        g1, _ = F.neighbor_subsample(y, seed, need_g2=False, backend=be)   # g2 is never used
         # 3. out = f(g1(y))
         out = run.net(g1).float()
         # 4. L = |out - g2 y|^2 + lambda_t |out - g2 y - (g1 f(y) - g2 f(y))|^2 (same seed: same cells)

@@ -51,12 +51,14 @@ class Nb2NbLossFunction(torch.autograd.Function):
         terms, grad = ops.nb2nb_loss_fwd(out, y, fy, seed, w1, w2, ctx.needs_input_grad[0], backend)
         ctx.save_for_backward(grad)
         ctx.mark_non_differentiable(terms)
-        return w1 * terms[0] + w2 * terms[1], terms
+        ctx.set_materialize_grads(False)     # no zero gradient is made for the terms
+        # narrow() views, not indexing: indexing and 0-dim tensors trip FakeTensorMode's device rules
+        return (terms.narrow(0, 0, 1).mul(w1) + terms.narrow(0, 1, 1).mul(w2)).sum(), terms
 
     @staticmethod
     @once_differentiable
     def backward(ctx, dloss, dterms):
-        if not ctx.needs_input_grad[0]:
+        if dloss is None or not ctx.needs_input_grad[0]:
             return None, None, None, None, None, None, None
         (grad,) = ctx.saved_tensors
         return scale_saved_grad(grad, dloss), None, None, None, None, None, None
@@ -171,5 +173,5 @@ def nb2nb_loss(out: torch.Tensor, y: torch.Tensor, fy: torch.Tensor, seed: int |
         terms = (t1.detach(), t2.detach())
     else:
         loss, t = Nb2NbLossFunction.apply(out, y.detach(), fy.detach(), seed, float(lambda1), float(gamma), be)
-        terms = (t[0], t[1])
+        terms = t.unbind(0) if return_terms else ()
     return (loss, *terms) if return_terms else loss
