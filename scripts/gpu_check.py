@@ -285,6 +285,21 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
+def _dry_graphs(on: bool):
+    """--dry-run: graphs captured by the CPU stand-in of make_graphed_callables (tests/graph_standin.py), so the
+    graph path of every method runs and must reach the eager PSNR."""
+    import contextlib
+
+    if not on:
+        return contextlib.nullcontext()
+    sys.path.insert(0, os.path.join(ROOT, "tests"))
+    from graph_standin import CountingCapture
+
+    from fastdenoise.engine import graphs
+
+    return graphs.capture_with(CountingCapture())
+
+
 def step_methods(ck: Check, budget: float, device: str) -> dict:
     from fastdenoise.methods import get_builder
 
@@ -305,7 +320,8 @@ def step_methods(ck: Check, budget: float, device: str) -> dict:
                 tr = get_builder(m)(device=device, progress=False, iters=iters, **kw, **extra)
                 _sync(device)
                 t = time.perf_counter()
-                res = tr.fit(noisy, seed=0)
+                with _dry_graphs(ck.dry and tag == "graphs"):
+                    res = tr.fit(noisy, seed=0)
                 _sync(device)
                 row.update(seconds=round(time.perf_counter() - t, 2), iters=res.iters, psnr=_psnr(res.output, clean))
                 net = tr.parts[tr.stages[0].part].net

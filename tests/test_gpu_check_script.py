@@ -48,4 +48,7 @@ def test_dry_run_records_every_step(tmp_path):
     assert (tmp_path / "gpu-check-dry-run-cpu-tests.log").exists()
     methods = {(r["method"], r["config"]) for r in steps["methods"]["rows"] if "psnr" in r}
     assert methods == {(m, c) for m in gpu_check.METHODS for c in ("graphs", "eager", "reference")}
+    graphed = [r for r in steps["methods"]["rows"] if r["config"] == "graphs"]
+    assert all(r["graphs_captured"] > 0 for r in graphed), graphed       # the stand-in captured every method
+    assert all(abs(d) <= 0.1 for d in steps["methods"]["graphs_minus_eager_db"].values())
     assert p.returncode == 0, p.stdout[-2000:]
