@@ -402,7 +402,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--seed", type=int, default=0, help="seed of every random draw (default 0)")
     d.add_argument("--weights", default=None, help="initial weights file (overrides --init)")
     d.add_argument("--init", choices=("start", "scratch"), default=None,
-                   help="start: every network begins from the method's shipped start (fastdenoise/weights, see the README) "
+                   help="start: every network begins from the method's shipped start (fastdenoise/weights, see docs/STARTS.md) "
                         "where one exists, else from random weights; scratch: random weights (pure zero-shot)")
     d.add_argument("--ema", type=float, default=None,
                    help="output EMA decay, e.g. 0.95; 0 turns it off (default: the method's: 0.9 for p2n, 0.98 for "
@@ -435,7 +435,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--resume", action="store_true", help="continue from --out if it exists")
     t.add_argument("--weights", default=None, help="initial weights file (overrides --init)")
     t.add_argument("--init", choices=("start", "scratch"), default="start",
-                   help="start: every network begins from the method's shipped start (fastdenoise/weights, see the README) "
+                   help="start: every network begins from the method's shipped start (fastdenoise/weights, see docs/STARTS.md) "
                         "where one exists, else from random weights; scratch: random weights (pure zero-shot)")
     t.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     t.add_argument("--seed", type=int, default=0)

@@ -34,12 +34,34 @@ def quick(monkeypatch):
 
 def test_readme_example_runs(quick, capsys):
     blocks = python_blocks("README.md")
-    assert len(blocks) == 1
+    assert len(blocks) == 2
     code = blocks[0].replace('load_sample("astronaut", crop=256)', 'load_sample("astronaut", crop=32)')
     ns = {}
     exec(compile(code, "README.md", "exec"), ns)
     assert ns["den"].shape == (32, 32, 3) and ns["info"]["iters"] == 3
     assert " dB, 3 iterations" in capsys.readouterr().out
+
+
+def test_readme_training_loop_runs():
+    """The README's own-loop example: a new seed from torch's generator every iteration."""
+    import fastdenoise.functional as F
+
+    code = python_blocks("README.md")[1]
+    seeds = []
+    real = F.draw_seed
+
+    def spy(*a, **k):
+        seeds.append(real(*a, **k))
+        return seeds[-1]
+
+    F.draw_seed = spy
+    try:
+        ns = {}
+        exec(compile(code, "README.md (training loop)", "exec"), ns)
+    finally:
+        F.draw_seed = real
+    assert len(seeds) == 3 and len(set(seeds)) == 3
+    assert torch.isfinite(ns["loss"])
 
 
 def test_api_doc_examples_run(quick):

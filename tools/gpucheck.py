@@ -464,7 +464,7 @@ def summary_table(result: dict) -> str:
 
 def compact_table(result: dict) -> str:
     """Markdown table, one row per kernel: specializations, max registers per arch, spills, min occupancy,
-    max PTX fma, claim (the README summary)."""
+    max PTX fma, claim (the summary in docs/GPU.md)."""
     by = {}
     for r in result["records"]:
         by.setdefault(r["kernel"], []).append(r)

@@ -111,7 +111,7 @@ class Method:
 
     def load_init(self, model: torch.nn.Module, part: str, in_ch: int) -> bool:
         """Load initial weights into the fresh ``model``; True when every weight was loaded (the initial
-        state no longer depends on the seed) and ``self.init_from[part]`` names the file
+        state does not depend on the seed) and ``self.init_from[part]`` names the file
         (:func:`fastdenoise.engine.starts.load_init`: ``cfg.weights``, else the shipped start with
         ``cfg.init == "start"``, RGB starts folded for grayscale networks)."""
         return starts.load_init(self, model, part, in_ch)

@@ -97,7 +97,7 @@ def fit_weights(sd: dict, have: dict, in_ch: int, path: str, part: str) -> dict:
 
 def load_init(method, model: torch.nn.Module, part: str, in_ch: int) -> bool:
     """Load initial weights into the fresh ``model``; True when every weight was loaded (the initial
-    state no longer depends on the seed) and ``method.init_from[part]`` names the file.
+    state does not depend on the seed) and ``method.init_from[part]`` names the file.
 
     ``cfg.weights``: one network's state dict for the first part, or a file of several networks such as
     a trainer checkpoint or a start written by ``scripts/pretrain.py``. Else, with ``cfg.init ==
