@@ -393,3 +393,27 @@ def test_noise2same_cpu_fine_tune_averages_weights():
 
     assert noise2same.build(init="start").weight_ema_decay() == 0.97
     assert noise2same.build(init="scratch").weight_ema_decay() == 0.0
+
+
+def test_config_declares_what_the_engine_reads():
+    """A method mixing in CropTraining must declare crop/batch/augment in its config: build says so."""
+    from dataclasses import dataclass
+
+    from fastdenoise.engine import CropTraining
+    from fastdenoise.engine import FitConfig
+    from fastdenoise.engine import Method
+    from fastdenoise.engine import build
+
+    @dataclass
+    class Bare(FitConfig):
+        crop: int = 16
+
+    class Cropped(CropTraining, Method):
+        name = "cropped"
+        Config = Bare
+
+        def make_model(self, in_ch, part="model"):
+            return torch.nn.Conv2d(in_ch, in_ch, 3, padding=1)
+
+    with pytest.raises(TypeError, match=r"must declare \['batch', 'augment'\]"):
+        build(Cropped, device="cpu", init="scratch")

@@ -115,6 +115,10 @@ class FitConfig:
 def validate(cfg: FitConfig, method) -> None:
     """ValueError naming the field for a config value the engine cannot use (the method's own fields are
     checked by its :meth:`~fastdenoise.engine.Method.check`)."""
+    missing = [f for f in getattr(method, "config_fields", ()) if not hasattr(cfg, f)]
+    if missing:
+        raise TypeError(f"{type(cfg).__name__} must declare {missing}: {type(method).__name__} trains through "
+                        f"engine code that reads them")
     if cfg.init not in method.inits:
         raise ValueError(f"init must be one of {method.inits}, got {cfg.init!r}")
     if cfg.freeze_bn is not None and not isinstance(cfg.freeze_bn, bool):

@@ -70,6 +70,8 @@ class Method:
         self.init_from: dict[str, str] = {}     # part -> weights file it was loaded from (load_init)
 
     inits: tuple[str, ...] = ("start", "scratch")     # accepted values of cfg.init
+    #: fields beyond FitConfig's that engine code reads from the method's config (a mixin's), checked by build
+    config_fields: tuple[str, ...] = ()
 
     # --- configuration
     def resolve(self, cfg: FitConfig, device: torch.device) -> FitConfig:
@@ -169,7 +171,10 @@ class Method:
 class CropTraining:
     """Method mixin: single-image mode trains on random crops of the one (prepared) image, ``cfg.crop``
     square, ``cfg.batch`` per step, a random dihedral transform each when ``cfg.augment`` (the crops
-    depend only on the run's seed and t); dataset mode uses the same sizes by default."""
+    depend only on the run's seed and t); dataset mode uses the same sizes by default. The method's config
+    declares those three fields (checked when the trainer is built)."""
+
+    config_fields = ("crop", "batch", "augment")
 
     def batches(self, run: "Run", x: torch.Tensor) -> Callable[[int], torch.Tensor]:
         c = self.cfg
