@@ -143,7 +143,7 @@ def format_markdown(rows: list[dict], command: str) -> str:
                     f"original crops ({', '.join(f'{p:.2f}' for p in pipe)}): what bilinear demosaicing and the "
                     "pipeline's clipping cost before any noise."]
     out += ["", "`time s`: seconds of training (inference not counted) on a shared 2-core machine whose load "
-                "average was about 5 while this ran: not a speed measurement (see quality-timing.md)."]
+                "average was between about 1 and 5 while this ran: not a speed measurement (see quality-timing.md)."]
     want = len(IMAGES) * (3 + 2 + len(METHODS) * 4)
     missing = [f"{m} {p}" for p in ("0", "1x", "2x", "5x") for m in METHODS
                if sum(1 for r in rows if r["method"] == m and r.get("phase") == p) < len(IMAGES)]
