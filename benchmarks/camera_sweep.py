@@ -110,8 +110,11 @@ def format_markdown(rows: list[dict], command: str) -> str:
         "back; the grey camera crop replicated to RGB and averaged back). PSNR/SSIM against the noise-free "
         "rendering through the same pipeline (as SIDD's ground truth is rendered like its noisy images); "
         "`PSNR vs orig` against the original crop (it includes what demosaicing costs, see the `pipeline` "
-        "row). `iters` 0 = the shipped start alone. Methods through `fastdenoise.denoise` with their CPU "
-        "defaults otherwise; git HEAD " + (meta.get("git", {}).get("head", "?")[:10]) + ".")
+        "row). Methods through `fastdenoise.denoise` from their shipped starts: `iters` 0 = the start alone; "
+        "the fit columns are the CPU default counts (P2N 50, Nb2Nb 150, APR-RD 120, Blind2Grad 100, ZS-N2N 600; "
+        "Noise2Same, whose CPU default is its start alone, 300) and 2x / 5x them. Code: git HEAD "
+        + ", ".join(dict.fromkeys(r.get("git", {}).get("head", "?")[:10] for r in rows if r.get("git")))
+        + " as the rows were made (each JSONL row lists the uncommitted edits of the shared tree at its start).")
     out.append("")
     out += ["| image | method | iters | PSNR dB | SSIM | PSNR vs orig dB | time s |", "|---|---|---|---|---|---|---|"]
     for r in rows:
