@@ -220,8 +220,10 @@ def test_invalid_inputs():
     m = torch.zeros(1, 1, 8, 8, device=DEVICE)
     with pytest.raises(ValueError, match="mask must have shape"):
         F.blind2grad_loss(y, y, y, y, 1)
-    with pytest.raises(TypeError, match="out_full must have the same dtype"):
-        F.blind2grad_loss(y, y.double(), y, m)
+    with pytest.raises(TypeError, match="out_full must be float32"):
+        F.blind2grad_loss(y, y.to(torch.int32), y, m)
+    # mixed floating dtypes (autocast) are promoted, as the reference computes them
+    torch.testing.assert_close(F.blind2grad_loss(y.bfloat16(), y, y, m), F.blind2grad_loss(y.bfloat16().float(), y, y, m))
     with pytest.raises(ValueError, match="y must have shape"):
         F.blind2grad_loss(y, y, y[..., :4], m)
     with pytest.raises(ValueError, match="omega must be >="):

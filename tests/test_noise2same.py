@@ -291,8 +291,10 @@ def test_invalid_inputs():
         F.stratified_mask(x, 1, 0.5, "gaussian", -0.1)
     with pytest.raises(ValueError, match="out_masked must have shape"):
         F.noise2same_loss(x, x[:, :2], x, x)
-    with pytest.raises(TypeError, match="mask must have the same dtype"):
-        F.noise2same_loss(x, x, x, x.double())
+    with pytest.raises(TypeError, match="mask must be float32"):
+        F.noise2same_loss(x, x, x, x.to(torch.int32))
+    # mixed floating dtypes (autocast: bf16 network outputs, f32 data) are promoted, as the reference computes
+    torch.testing.assert_close(F.noise2same_loss(x.bfloat16(), x, x, x), F.noise2same_loss(x.bfloat16().float(), x, x, x))
     with pytest.raises(ValueError, match="lam must be >="):
         F.noise2same_loss(x, x, x, x, lam=-1)
     with pytest.raises(ValueError, match="eps must be >"):

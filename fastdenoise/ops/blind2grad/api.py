@@ -11,7 +11,9 @@ from fastdenoise._runtime import check_tensor
 from fastdenoise._runtime import resolve_backend
 from fastdenoise._runtime import save_loss_grads
 from fastdenoise._runtime import skip_checks
+from fastdenoise.ops._args import check_partner
 from fastdenoise.ops._args import number
+from fastdenoise.ops._args import promote
 from fastdenoise.ops.blind2grad import ops
 from fastdenoise.ops.blind2grad.reference import blind2grad_loss_ref
 from fastdenoise.ops.blind2grad.reference import dual_mask_ref
@@ -88,7 +90,8 @@ def blind2grad_loss(out_masked: torch.Tensor, out_full: torch.Tensor, y: torch.T
         out_masked: (B, C, H, W) network output on the masked input; gets a gradient.
         out_full: (B, C, H, W) network output on the full image (the reference f(y)).
         y: (B, C, H, W) noisy image (constant).
-        mask: (B, 1, H, W) mask of :func:`dual_mask` (1 = masked; constant).
+        mask: (B, 1, H, W) mask of :func:`dual_mask` (1 = masked; constant). Mixed floating dtypes
+            (autocast) are promoted to a common one.
         omega: weight of the gradient term (paper: 0.8 synthetic, 0.5 real).
         gamma: extra weight of the reconstruction term (paper: 0.5).
         grad_on: ``"all"`` (default) or ``"masked"`` difference locations.
@@ -101,14 +104,15 @@ def blind2grad_loss(out_masked: torch.Tensor, out_full: torch.Tensor, y: torch.T
     omega, gamma = number("omega", omega), number("gamma", gamma)
     if not skip_checks():
         check_tensor("out_masked", out_masked)
-        check_like("out_full", out_full, "out_masked", out_masked)
-        check_like("y", y, "out_masked", out_masked)
+        check_partner("out_full", out_full, "out_masked", out_masked)
+        check_partner("y", y, "out_masked", out_masked)
         b, _, h, w = out_masked.shape
-        check_like("mask", mask, "out_masked", out_masked, shape=(b, 1, h, w))
+        check_partner("mask", mask, "out_masked", out_masked, shape=(b, 1, h, w))
         omega = check_float("omega", omega, lo=0.0)
         gamma = check_float("gamma", gamma, lo=0.0)
         if grad_on not in GRAD_ON:
             raise ValueError(f"grad_on must be one of {GRAD_ON}, got {grad_on!r}")
+    out_masked, out_full, y, mask = promote(out_masked, out_full, y, mask)
     be = resolve_backend(backend, out_masked.device)
     if be == "torch":
         return blind2grad_loss_ref(out_masked, out_full, y, mask, omega, gamma, grad_on, detach_full)

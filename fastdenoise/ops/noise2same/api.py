@@ -6,11 +6,12 @@ from torch.autograd.function import once_differentiable
 
 from fastdenoise._rng import resolve_seed
 from fastdenoise._runtime import check_float
-from fastdenoise._runtime import check_like
 from fastdenoise._runtime import check_tensor
 from fastdenoise._runtime import resolve_backend
 from fastdenoise._runtime import skip_checks
+from fastdenoise.ops._args import check_partner
 from fastdenoise.ops._args import number
+from fastdenoise.ops._args import promote
 from fastdenoise.ops.noise2same import ops
 from fastdenoise.ops.noise2same.reference import REPLACE_MODES
 from fastdenoise.ops.noise2same.reference import box_size
@@ -120,7 +121,8 @@ def noise2same_loss(out_full: torch.Tensor, out_masked: torch.Tensor, x: torch.T
         out_full: (B, C, H, W) network output on the full image.
         out_masked: (B, C, H, W) network output on ``x_masked``.
         x: (B, C, H, W) the (standardised) noisy input.
-        mask: (B, C, H, W) mask from :func:`stratified_mask` (any non-negative weights work).
+        mask: (B, C, H, W) mask from :func:`stratified_mask` (any non-negative weights work). Mixed floating
+            dtypes (bfloat16 outputs of an autocast network with float32 data) are promoted to a common one.
         lam: weight of the invariance term (2 by default; 0.95 for BSD68 with the donut), >= 0.
         eps: clamp of ``inv`` under the square root, > 0.
         backend: as for :func:`stratified_mask`.
@@ -131,11 +133,12 @@ def noise2same_loss(out_full: torch.Tensor, out_masked: torch.Tensor, x: torch.T
     lam, eps = number("lam", lam), number("eps", eps)
     if not skip_checks():
         check_tensor("out_full", out_full)
-        check_like("out_masked", out_masked, "out_full", out_full)
-        check_like("x", x, "out_full", out_full)
-        check_like("mask", mask, "out_full", out_full)
+        check_partner("out_masked", out_masked, "out_full", out_full)
+        check_partner("x", x, "out_full", out_full)
+        check_partner("mask", mask, "out_full", out_full)
         lam = check_float("lam", lam, lo=0.0)
         eps = check_float("eps", eps, lo=0.0, lo_open=True)
+    out_full, out_masked, x, mask = promote(out_full, out_masked, x, mask)   # autocast: bf16 outputs, f32 data
     be = resolve_backend(backend, out_full.device)
     if be == "torch":
         return noise2same_loss_ref(out_full, out_masked, x, mask, lam, eps)

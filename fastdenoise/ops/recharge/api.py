@@ -7,7 +7,8 @@ import torch
 
 from fastdenoise._runtime import FusedLossFunction
 from fastdenoise._rng import resolve_seed
-from fastdenoise._runtime import check_like
+from fastdenoise.ops._args import check_partner
+from fastdenoise.ops._args import promote
 from fastdenoise._runtime import check_tensor
 from fastdenoise._runtime import resolve_backend
 from fastdenoise._runtime import save_loss_grads
@@ -52,16 +53,17 @@ def recharge_l1_loss(student: torch.Tensor, y: torch.Tensor, teachers: torch.Ten
             raise ValueError("teachers must hold J >= 1 tensors, got an empty sequence")
         if not skip_checks():
             for i, t in enumerate(teachers):
-                check_like(f"teachers[{i}]", t, "student", student)
+                check_partner(f"teachers[{i}]", t, "student", student)
         teachers = torch.stack([t.detach() for t in teachers])
     if not skip_checks():
         check_tensor("student", student)
-        check_like("y", y, "student", student)
+        check_partner("y", y, "student", student)
         if not isinstance(teachers, torch.Tensor):
             raise TypeError(f"teachers must be a torch.Tensor or a sequence of tensors, got {type(teachers).__name__}")
         if teachers.dim() != 5 or teachers.shape[0] < 1:
             raise ValueError(f"teachers must have shape (J, B, C, H, W) with J >= 1, got {tuple(teachers.shape)}")
-        check_like("teachers", teachers, "student", student, shape=(teachers.shape[0], *student.shape))
+        check_partner("teachers", teachers, "student", student, shape=(teachers.shape[0], *student.shape))
+    student, y, teachers = promote(student, y, teachers)     # autocast: a bf16 student, f32 data
     seed = resolve_seed(seed, generator)
     be = resolve_backend(backend, student.device)
     if be == "torch":
