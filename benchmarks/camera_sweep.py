@@ -99,7 +99,7 @@ def format_markdown(rows: list[dict], command: str) -> str:
     seen: set = set()
     rows = [r for r in rows if "psnr" in r and not (_key(r) in seen or seen.add(_key(r)))]   # first of each
     meta = next((r for r in rows if r.get("noise_params")), {})
-    out = [SECTION, "", "## Camera noise (issue 27, first measurement)", ""]
+    out = [SECTION, "", "## Camera noise", ""]
     out.append(
         f"Measured 2026-12-07, CPU, 1 thread (`OMP_NUM_THREADS=1`, `torch.set_num_threads(1)`), explicit "
         f"iteration counts (the time cap does not bind), noise seed 0, fit seed 0. Command: `{command}`. "
