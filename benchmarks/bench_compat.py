@@ -34,37 +34,18 @@ import time
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests"))
 
 from bench_nb2nb import upstream_mask_pair  # noqa: E402
 from bench_nb2nb import upstream_subimage  # noqa: E402
 from bench_zsn2n import upstream_pair  # noqa: E402
 
+from deepinv_env import import_deepinv  # noqa: E402  (deepinv beside the CPU torch)
+
 from fastdenoise.compat import neighbor2neighbor as nbc  # noqa: E402
 from fastdenoise.compat import zsn2n as zsc  # noqa: E402
 from fastdenoise.models.unet_nb2nb import UNetNb2Nb  # noqa: E402
-
-
-def import_deepinv():
-    """deepinv, or None. Beside the CPU torch, torchvision's CUDA-built wheel cannot load its ops; the
-    two schemas its import registers fakes for are declared first (see tests/deepinv_env.py)."""
-    try:
-        import deepinv
-        return deepinv
-    except ImportError:
-        return None
-    except RuntimeError as e:
-        if "torchvision::" not in str(e):
-            raise
-    for name in [m for m in sys.modules if m.split(".")[0] in ("torchvision", "deepinv")]:
-        del sys.modules[name]
-    for op in ("nms", "qnms"):
-        if not hasattr(torch.ops.torchvision, op):
-            torch.library.define(f"torchvision::{op}", "(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
-    try:
-        import deepinv
-        return deepinv
-    except ImportError:
-        return None
+from fastdenoise.models.zsn2n import ZSN2NNet  # noqa: E402  (the official network's shape)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -161,18 +142,6 @@ def deepinv_variants(dinv, shape, with_net):
 
 # ------------------------------------------------------------------------------------------------
 # ZS-N2N: the official train(model, optimizer, noisy_img)
-
-
-class ZSN2NNet(torch.nn.Module):
-    def __init__(self, n_chan=3, chan_embed=48):
-        super().__init__()
-        self.act = torch.nn.LeakyReLU(negative_slope=0.2, inplace=True)
-        self.conv1 = torch.nn.Conv2d(n_chan, chan_embed, 3, padding=1)
-        self.conv2 = torch.nn.Conv2d(chan_embed, chan_embed, 3, padding=1)
-        self.conv3 = torch.nn.Conv2d(chan_embed, n_chan, 1)
-
-    def forward(self, x):
-        return self.conv3(self.act(self.conv2(self.act(self.conv1(x)))))
 
 
 def zsn2n_official_loss(noisy_img, model):

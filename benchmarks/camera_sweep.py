@@ -50,6 +50,7 @@ default being the start alone)."""
 PHASES = ("base", "0", "1x", "2x", "5x")
 MULT = {"1x": 1, "2x": 2, "5x": 5}
 from benchmarks.quality import CAMERA_SECTION as SECTION  # noqa: E402
+from benchmarks.quality import _write_atomic  # noqa: E402
 
 
 def _metrics(pred, ref):
@@ -160,11 +161,7 @@ def write_quality(section: str, path: str) -> None:
         text = f.read()
     if SECTION in text:
         text = text[:text.index(SECTION)].rstrip("\n") + "\n"
-    text = text.rstrip("\n") + "\n\n" + section
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    _write_atomic(path, text.rstrip("\n") + "\n\n" + section)
 
 
 def main(argv=None) -> int:

@@ -98,13 +98,17 @@ def check_tensor(name: str, t, *, ndim: int | Sequence[int] = 4, min_hw: int = 1
     return t
 
 
-def check_like(name: str, t, ref_name: str, ref: torch.Tensor, *, shape: Sequence[int] | None = None) -> torch.Tensor:
-    """Check ``t`` matches ``ref`` in device and dtype, and has ``shape`` (default: ``ref.shape``)."""
+def check_like(name: str, t, ref_name: str, ref: torch.Tensor, *, shape: Sequence[int] | None = None,
+               any_float: bool = False) -> torch.Tensor:
+    """Check ``t`` matches ``ref`` in device and dtype, and has ``shape`` (default: ``ref.shape``).
+    ``any_float``: any floating dtype is accepted instead of ``ref``'s (the op promotes mixed dtypes)."""
     if not isinstance(t, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    if any_float and t.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"{name} must be float32, float16, bfloat16 or float64, got {t.dtype}")
     if t.device != ref.device:
         raise ValueError(f"{name} must be on the same device as {ref_name} ({ref.device}), got {t.device}")
-    if t.dtype != ref.dtype:
+    if not any_float and t.dtype != ref.dtype:
         raise TypeError(f"{name} must have the same dtype as {ref_name} ({ref.dtype}), got {t.dtype}")
     want = tuple(ref.shape if shape is None else shape)
     if tuple(t.shape) != want:

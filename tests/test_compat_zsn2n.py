@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as nnf
 
 from fastdenoise.compat import zsn2n as zs
+from fastdenoise.models.zsn2n import ZSN2NNet  # the official network's shape
 
 pytestmark = pytest.mark.cpu_only("the official ZS-N2N formulation, compared on CPU tensors")
 
@@ -32,20 +33,6 @@ def official_loss_func(noisy_img, model):
     return loss_res + loss_cons
 
 
-class Network(torch.nn.Module):
-    """The official ZS-N2N network shape (two 3x3 convolutions and a 1x1, LeakyReLU), small."""
-
-    def __init__(self, n_chan=3, chan_embed=8):
-        super().__init__()
-        self.act = torch.nn.LeakyReLU(negative_slope=0.2, inplace=True)
-        self.conv1 = torch.nn.Conv2d(n_chan, chan_embed, 3, padding=1)
-        self.conv2 = torch.nn.Conv2d(chan_embed, chan_embed, 3, padding=1)
-        self.conv3 = torch.nn.Conv2d(chan_embed, n_chan, 1)
-
-    def forward(self, x):
-        return self.conv3(self.act(self.conv2(self.act(self.conv1(x)))))
-
-
 model = None  # the official notebook's global name, read by loss_func(noisy_img)
 
 
@@ -60,7 +47,7 @@ def test_loss_and_gradients_match_official(one_thread):
     """Equal loss and equal parameter gradients, with the model passed and read from the global."""
     global model
     torch.manual_seed(0)
-    model = Network()
+    model = ZSN2NNet(3, 8)
     img = torch.rand(1, 3, 32, 24)
     ref = official_loss_func(img, model)
     g_ref = torch.autograd.grad(ref, list(model.parameters()))
@@ -74,7 +61,7 @@ def test_loss_and_gradients_match_official(one_thread):
 def test_official_train_and_denoise(one_thread):
     """The official train/denoise functions: the same parameter trajectory as the official step."""
     torch.manual_seed(0)
-    a, b = Network(), Network()
+    a, b = ZSN2NNet(3, 8), ZSN2NNet(3, 8)
     b.load_state_dict(a.state_dict())
     oa, ob = torch.optim.Adam(a.parameters(), lr=1e-3), torch.optim.Adam(b.parameters(), lr=1e-3)
     img = torch.rand(1, 3, 16, 16)

@@ -71,7 +71,6 @@ def test_bm3d_gets_the_psd_of_correlated_noise(kernel):
     import numpy as np
     import torch
 
-    pytest.importorskip("pywt", reason="skimage's estimate_sigma needs PyWavelets (a dev requirement)")
     from fastdenoise.evaluate import bm3d_noise
     from fastdenoise.noise import add_noise
 

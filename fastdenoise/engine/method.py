@@ -100,7 +100,7 @@ class Method:
         return in_ch
 
     def make_model(self, in_ch: int, part: str = "model") -> torch.nn.Module:
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} must define make_model (its network)")
 
     def network_channels(self, in_ch: int, part: str) -> int:
         """Input channels network ``part`` takes for ``in_ch``-channel prepared images (Blind2Grad: the image
@@ -160,7 +160,7 @@ class Method:
     lr_at = None  # a method with a schedule defines lr_at(self, t, total)
 
     def step(self, run: "Run", y: torch.Tensor, t: int, total: int, seed: int):
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} must define step (one training iteration)")
 
     # --- inference
     def infer(self, run: "Run", x: torch.Tensor, **options) -> torch.Tensor:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from fastdenoise._runtime import FLOAT_DTYPES
+from fastdenoise._runtime import check_like
 
 
 def number(name: str, v):
@@ -18,17 +18,8 @@ def number(name: str, v):
 
 
 def check_partner(name: str, t, ref_name: str, ref: torch.Tensor, *, shape=None) -> torch.Tensor:
-    """Like ``_runtime.check_like`` but any floating dtype is accepted (mixed dtypes are promoted)."""
-    if not isinstance(t, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
-    if t.dtype not in FLOAT_DTYPES:
-        raise TypeError(f"{name} must be float32, float16, bfloat16 or float64, got {t.dtype}")
-    if t.device != ref.device:
-        raise ValueError(f"{name} must be on the same device as {ref_name} ({ref.device}), got {t.device}")
-    want = tuple(ref.shape if shape is None else shape)
-    if tuple(t.shape) != want:
-        raise ValueError(f"{name} must have shape {want}, got {tuple(t.shape)}")
-    return t
+    """``_runtime.check_like`` accepting any floating dtype (mixed dtypes are promoted by the op)."""
+    return check_like(name, t, ref_name, ref, shape=shape, any_float=True)
 
 
 def promote(*tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
