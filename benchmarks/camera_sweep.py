@@ -70,20 +70,6 @@ def _git() -> dict:
     return {"head": run("git", "rev-parse", "HEAD"), "dirty": run("git", "status", "--short", "-uno").splitlines()}
 
 
-def wavelet_jinv(noisy: np.ndarray) -> np.ndarray:
-    from skimage.restoration import calibrate_denoiser
-    from skimage.restoration import denoise_wavelet
-
-    rgb = noisy.shape[-1] == 3
-    z = noisy.astype(np.float64) if rgb else noisy[..., 0].astype(np.float64)
-    grid = {"sigma": list(np.linspace(0.01, 0.3, 30)), "wavelet": ["db1"], "mode": ["soft"],
-            "method": ["BayesShrink"], "convert2ycbcr": [rgb], "channel_axis": [-1 if rgb else None],
-            "rescale_sigma": [True]}
-    den = calibrate_denoiser(z, denoise_wavelet, denoise_parameters=grid)
-    out = np.clip(den(z), 0, 1).astype(np.float32)
-    return out if rgb else out[..., None]
-
-
 def load_rows(path: str) -> list[dict]:
     if not os.path.exists(path):
         return []
@@ -194,6 +180,7 @@ def main(argv=None) -> int:
     from fastdenoise.api import denoise
     from fastdenoise.evaluate import _bm3d
     from fastdenoise.evaluate import bm3d_sigma
+    from fastdenoise.evaluate import wavelet_jinv
     from fastdenoise.io import load_sample
     from fastdenoise.noise import parse_noise
 

@@ -105,6 +105,28 @@ def camera_noise_psd(spec, sample: np.ndarray, target: np.ndarray, draws: int = 
     return acc / draws
 
 
+def wavelet_jinv(noisy: np.ndarray) -> np.ndarray:
+    """The best blind classical denoiser measured on camera noise (``benchmarks/quality.md``): scikit-image's
+    wavelet denoiser (BayesShrink, soft, db1, in YCbCr for colour) with its ``sigma`` chosen by J-invariant
+    self-supervised calibration (Noise2Self, ``skimage.restoration.calibrate_denoiser``, 30 values on
+    [0.01, 0.3]). Needs no noise level. ``noisy``: H x W x C float on [0, 1] (C = 1 or 3); returns the same
+    shape, float32 on [0, 1]. Needs PyWavelets."""
+    from skimage.restoration import calibrate_denoiser
+    from skimage.restoration import denoise_wavelet
+
+    if not isinstance(noisy, np.ndarray) or noisy.ndim != 3 or noisy.shape[-1] not in (1, 3):
+        raise ValueError(f"noisy must be an H x W x C numpy array with C = 1 or 3, got "
+                         f"{getattr(noisy, 'shape', type(noisy).__name__)}")
+    rgb = noisy.shape[-1] == 3
+    z = noisy.astype(np.float64) if rgb else noisy[..., 0].astype(np.float64)
+    grid = {"sigma": list(np.linspace(0.01, 0.3, 30)), "wavelet": ["db1"], "mode": ["soft"],
+            "method": ["BayesShrink"], "convert2ycbcr": [rgb], "channel_axis": [-1 if rgb else None],
+            "rescale_sigma": [True]}
+    den = calibrate_denoiser(z, denoise_wavelet, denoise_parameters=grid)
+    out = np.clip(den(z), 0, 1).astype(np.float32)
+    return out if rgb else out[..., None]
+
+
 def _bm3d(noisy: np.ndarray, clean: np.ndarray, noise: str, sample: np.ndarray | None = None) -> np.ndarray | None:
     """BM3D told the known noise model, as the Gaussian rows are told sigma: the noise PSD for correlated
     noise (:func:`bm3d_noise`) and, for Poisson noise of a fixed ``lam``, the Anscombe transform of the counts

@@ -10,7 +10,9 @@ start is supervised on synthetic Gaussian noise, as the paper's init: ``--method
   evaluation) and colour dead-leaves images (``scripts/pretrain_p2n.py``'s generators); ``--channels 1``
   trains a grayscale start on their luma.
 * Noise, drawn per crop from a generator seeded by (seed, iteration): blind Gaussian sigma ~ U[0, 50],
-  Poisson lambda ~ U[5, 50], spatially correlated Gaussian sigma ~ U[5, 50] (``--noise-mix`` weights).
+  Poisson lambda ~ U[5, 50], spatially correlated Gaussian sigma ~ U[5, 50], and camera noise (a random
+  Brooks et al. camera per crop, ``fastdenoise.noise.add_camera(random=True)``) (``--noise-mix`` weights;
+  three weights leave camera noise out).
 * Everything seeded; ``--resume`` continues from the engine checkpoint ``OUT.ckpt`` exactly (weights,
   optimisers, run state; crops and noise depend only on (seed, t)).
 * Output: ``OUT`` with every network of the method in fp16 (``{"method", "parts": {name: {"model": ...}},
@@ -18,7 +20,7 @@ start is supervised on synthetic Gaussian noise, as the paper's init: ``--method
 
 The log holds the command, a progress bar, the mean loss every ``--log-every`` iterations and the PSNR
 of ``trainer.denoise`` on a held-out 256x256 crop (astronaut, or camera for a grayscale start) at
-Gaussian sigma 25, before and after.
+``--held-out`` noise (default Gaussian sigma 25), before and after.
 
 On a GPU machine: ``FASTDENOISE_OUT=/dir python scripts/pretrain.py --method nb2nb --device cuda
 --minutes 7`` writes ``/dir/<method>_start.pt`` and its log there (sized for an 8-minute window).
@@ -56,13 +58,16 @@ def training_images(channels: int, seed: int, n_synth: int) -> list[torch.Tensor
     return [torch.from_numpy(np.ascontiguousarray(im.transpose(2, 0, 1))) for im in imgs]
 
 
-def noisy_sampler(clean, crop: int, batch: int, seed: int, mix: tuple[float, float, float]):
-    """``sampler(t)``: a batch of clean crops, each with its own noise (Gaussian / Poisson / correlated)."""
+def noisy_sampler(clean, crop: int, batch: int, seed: int, mix: tuple[float, ...]):
+    """``sampler(t)``: a batch of clean crops, each with its own noise (Gaussian / Poisson / correlated /
+    camera, with the weights ``mix``; a 3-tuple has no camera noise)."""
+    from fastdenoise.noise import add_camera
     from fastdenoise.noise import add_correlated
     from fastdenoise.noise import add_gaussian
     from fastdenoise.noise import add_poisson
 
     crops = crop_sampler(clean, crop, batch, seed, augment=True)
+    mix = tuple(mix) + (0.0,) * (4 - len(mix))
     p = np.asarray(mix, np.float64) / sum(mix)
 
     def sampler(t: int) -> torch.Tensor:
@@ -70,35 +75,43 @@ def noisy_sampler(clean, crop: int, batch: int, seed: int, mix: tuple[float, flo
         rng = np.random.default_rng(iter_seed(seed + 104729, t))
         out = []
         for i in range(x.shape[0]):
-            kind, s = rng.choice(3, p=p), int(rng.integers(2**62))
+            kind, s = rng.choice(4, p=p), int(rng.integers(2**62))
             if kind == 0:
                 out.append(add_gaussian(x[i], float(rng.uniform(0, 50)), s))
             elif kind == 1:
                 out.append(add_poisson(x[i].clamp_min(0), float(rng.uniform(5, 50)), s))
-            else:
+            elif kind == 2:
                 out.append(add_correlated(x[i], float(rng.uniform(5, 50)), s))
+            else:
+                out.append(add_camera(x[i], s, random=True))
         return torch.stack(out).float()
 
     return sampler
 
 
-def held_out(channels: int, sigma: float = 25.0):
+def held_out(channels: int, noise: str = "gaussian:25"):
+    """(reference, noisy): the held-out crop with ``noise`` (seed 0), scored against the noise's target (the
+    clean crop, or the noise-free rendering for camera noise)."""
     from fastdenoise.io import load_sample
     from fastdenoise.io import to_tensor
+    from fastdenoise.noise import parse_noise
 
     x = to_tensor(load_sample("astronaut" if channels == 3 else "camera", crop=256))
-    g = torch.Generator().manual_seed(0)
-    return x, x + sigma / 255.0 * torch.randn(x.shape, generator=g)
+    if noise == "gaussian:25":      # the generator draw the shipped logs were made with
+        g = torch.Generator().manual_seed(0)
+        return x, x + 25.0 / 255.0 * torch.randn(x.shape, generator=g)
+    spec = parse_noise(noise)
+    return spec.target(x, 0).float(), spec(x, 0).float()
 
 
-def shipped_start_psnr(method: str, channels: int, device, x, y) -> float | None:
+def shipped_start_psnr(method: str, channels: int, device, x, y, stages: str = "apr+rd") -> float | None:
     """Held-out PSNR of the shipped start of ``method`` (None when the package ships none)."""
     from fastdenoise.metrics import psnr
 
     path = os.path.join(ROOT, "fastdenoise", "weights", f"{method}_start.pt")   # grayscale: its own or folded
     if not os.path.exists(path):
         return None
-    kw = {"stages": "apr+rd"} if method == "apr" else {}
+    kw = {"stages": stages} if method == "apr" else {}
     tr = get_builder(method)(in_ch=channels, device=device, init="start", progress=False, **kw)
     return float(psnr(tr.denoise(y), x)[0])
 
@@ -119,7 +132,12 @@ def main(argv=None) -> int:
     ap.add_argument("--channels", type=int, choices=(1, 3), default=3)
     ap.add_argument("--weight-ema", type=float, default=0.0,
                     help="ship the EMA of the weights with this decay (e.g. 0.999) instead of the last iterate")
-    ap.add_argument("--noise-mix", default="1,1,1", help="weights of Gaussian, Poisson, correlated noise")
+    ap.add_argument("--noise-mix", default="1,1,1",
+                    help="weights of Gaussian, Poisson, correlated and camera noise (3 weights: no camera noise)")
+    ap.add_argument("--held-out", default="gaussian:25",
+                    help="noise of the held-out crop the log reports and --accept compares (e.g. camera)")
+    ap.add_argument("--stages", default="apr+rd", choices=("apr", "apr+rd"),
+                    help="APR-RD only: train the BSN alone (apr; the file keeps the start's student) or both")
     ap.add_argument("--dead-leaves", type=int, default=48)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
@@ -157,7 +175,7 @@ def main(argv=None) -> int:
         kw["lr"] = a.lr
     kw["weight_ema"] = a.weight_ema
     if a.method == "apr":
-        kw["stages"] = "apr+rd"     # the start holds both networks (the CPU single-image default is "apr")
+        kw["stages"] = a.stages     # the start holds both networks (the CPU single-image default is "apr")
     if a.weights:
         if a.init == "rgb":
             ap.error("--weights and --init rgb exclude each other")
@@ -178,10 +196,12 @@ def main(argv=None) -> int:
     crop, batch = tr.method.dataset_crops(tr.device, a.crop, a.batch)
     clean = training_images(a.channels, a.seed, a.dead_leaves)
     mix = tuple(float(v) for v in a.noise_mix.split(","))
+    if len(mix) not in (3, 4) or min(mix) < 0 or sum(mix) <= 0:
+        ap.error(f"--noise-mix: 3 or 4 non-negative weights, not all 0, got {a.noise_mix!r}")
     print(f"# {' '.join(['python scripts/pretrain.py', *argv])}", flush=True)
     print(f"method {a.method}: {len(clean)} training images, crops {batch}x{crop}^2, noise mix {mix}, "
           f"{a.iters} iterations, device {tr.device}, torch {torch.__version__}", flush=True)
-    x, y = held_out(a.channels)
+    x, y = held_out(a.channels, a.held_out)
     from fastdenoise.metrics import psnr
 
     if a.export:
@@ -192,16 +212,16 @@ def main(argv=None) -> int:
                 tr.run.part.model.load_state_dict(tr.run.wema)
             print(f"export: the weight EMA of the stopped stage ({tr.run.t} iterations)", flush=True)
         after = float(psnr(tr.denoise(y), x)[0])
-        print(f"export of {out}.ckpt at iteration {n}: held-out crop sigma 25: noisy {float(psnr(y, x)[0]):.2f} "
+        print(f"export of {out}.ckpt at iteration {n}: held-out crop {a.held_out}: noisy {float(psnr(y, x)[0]):.2f} "
               f"dB -> {after:.2f} dB", flush=True)
-        tr.save_weights(out, meta={"iters": n, "args": vars(a), "held_out_s25_psnr": after, "exported": True})
+        tr.save_weights(out, meta={"iters": n, "args": vars(a), "held_out_psnr": after, "exported": True})
         print(f"saved {out} ({os.path.getsize(out) / 1e6:.2f} MB)", flush=True)
         return 0
     before = float(psnr(tr.denoise(y), x)[0])
     if a.iters == 0:                    # no training: ship the start as it is (e.g. an RGB start folded, --init rgb)
-        print(f"0 iterations: held-out crop sigma 25: noisy {float(psnr(y, x)[0]):.2f} dB, start {before:.2f} dB",
+        print(f"0 iterations: held-out crop {a.held_out}: noisy {float(psnr(y, x)[0]):.2f} dB, start {before:.2f} dB",
               flush=True)
-        tr.save_weights(out, meta={"iters": 0, "args": vars(a), "held_out_s25_psnr": before})
+        tr.save_weights(out, meta={"iters": 0, "args": vars(a), "held_out_psnr": before})
         print(f"saved {out} ({os.path.getsize(out) / 1e6:.2f} MB)", flush=True)
         return 0
     sampler = noisy_sampler(clean, crop, batch, a.seed, mix)
@@ -212,22 +232,22 @@ def main(argv=None) -> int:
         print(f"iter {i + len(losses[i:i + a.log_every])} loss {losses[i:i + a.log_every].mean():.6f}", flush=True)
     after = float(psnr(tr.denoise(y), x)[0])
     print(f"{res.iters} iterations in this run ({time.time() - t0:.0f} s), {len(losses)} in all; held-out crop "
-          f"sigma 25: noisy {float(psnr(y, x)[0]):.2f} dB, start before {before:.2f} dB -> after {after:.2f} dB",
+          f"{a.held_out}: noisy {float(psnr(y, x)[0]):.2f} dB, start before {before:.2f} dB -> after {after:.2f} dB",
           flush=True)
     noisy = float(psnr(y, x)[0])
     bar, what = noisy, "the noisy input"
     if a.accept == "start":
-        shipped = shipped_start_psnr(a.method, a.channels, tr.device, x, y)
+        shipped = shipped_start_psnr(a.method, a.channels, tr.device, x, y, a.stages)
         if shipped is not None and shipped > noisy:
             bar, what = shipped, "the shipped start"
     if not (np.isfinite(losses).all() and after > bar):
         # a diverged run must not replace a shipped start (denoise would pick it up by default)
         bad = out + ".rejected"
-        tr.save_weights(bad, meta={"iters": len(losses), "args": vars(a), "held_out_s25_psnr": after})
+        tr.save_weights(bad, meta={"iters": len(losses), "args": vars(a), "held_out_psnr": after})
         print(f"REJECTED: the held-out PSNR ({after:.2f} dB) is not above {what} ({bar:.2f} dB) or a "
               f"loss is not finite; weights kept as {bad}, {out} left as it was", flush=True)
         return 1
-    tr.save_weights(out, meta={"iters": len(losses), "args": vars(a), "held_out_s25_psnr": after})
+    tr.save_weights(out, meta={"iters": len(losses), "args": vars(a), "held_out_psnr": after})
     print(f"saved {out} ({os.path.getsize(out) / 1e6:.2f} MB)", flush=True)
     return 0
 

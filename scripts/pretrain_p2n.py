@@ -140,6 +140,36 @@ def eval_astronaut(net, sigma=25.0, seed=0, name=None):
     return float(psnr(y, x)[0]), float(psnr(xh, x)[0])
 
 
+def eval_camera(net, seed=0, name=None):
+    """PSNR (dB) of the net on the same held-out crop with the default ``camera`` noise, scored against the
+    noise-free rendering (as ``fastdenoise.noise.NoiseSpec.target``)."""
+    from fastdenoise.io import load_sample
+    from fastdenoise.io import to_tensor
+    from fastdenoise.metrics import psnr
+    from fastdenoise.noise import add_camera
+
+    c = net.in_ch
+    x = to_tensor(load_sample(name or ("astronaut" if c == 3 else "camera"), crop=256))
+    if x.shape[1] != c:
+        x = x.mean(1, keepdim=True) if c == 1 else x.expand(-1, c, -1, -1).contiguous()
+    y = add_camera(x, seed).float()
+    t = add_camera(x, seed, noiseless=True).float()
+    dev = next(net.parameters()).device
+    with torch.no_grad():
+        xh = net(y.to(dev)).cpu()
+    return float(psnr(y, t)[0]), float(psnr(xh, t)[0])
+
+
+def camera_pairs(x: torch.Tensor, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Noisy and noise-free camera renderings of clean patches ``x`` (B, C, H, W), one random Brooks et al.
+    camera per patch (``add_camera(..., random=True)``); a 1-channel patch is rendered in grey."""
+    from fastdenoise.noise import add_camera
+
+    y = add_camera(x, seed, random=True).float()
+    t = add_camera(x, seed, random=True, noiseless=True).float()
+    return y, t
+
+
 def save_weights(net, path, meta):
     sd = {k: v.detach().to(torch.float16).cpu() for k, v in net.state_dict().items()}
     tmp = path + ".tmp"
@@ -163,6 +193,9 @@ def main(argv=None):
     ap.add_argument("--lr", type=float, default=5e-4, help="Adam lr, cosine-decayed to lr/50")
     ap.add_argument("--loss", choices=("l2", "l1"), default="l2")
     ap.add_argument("--sigma-max", type=float, default=50.0, help="sigma ~ U[0, sigma_max]/255 per patch")
+    ap.add_argument("--camera-frac", type=float, default=0.0,
+                    help="probability a patch gets camera noise (fastdenoise.noise.add_camera, a random camera per "
+                         "patch, target its noise-free rendering) instead of Gaussian noise")
     ap.add_argument("--dead-leaves", type=int, default=48, help="number of synthetic 256^2 images (0: none)")
     ap.add_argument("--p-synth", type=float, default=0.3, help="probability a patch comes from dead leaves")
     ap.add_argument("--seed", type=int, default=0)
@@ -231,6 +264,9 @@ def main(argv=None):
         pn, pd = eval_astronaut(net)
         p_start = pd if a.init else None
         print(f"start: held-out crop sigma 25: noisy {pn:.2f} dB -> {pd:.2f} dB", flush=True)
+        if a.camera_frac > 0:
+            cn, cd = eval_camera(net)
+            print(f"start: held-out crop camera: noisy {cn:.2f} dB -> {cd:.2f} dB", flush=True)
     it = start - 1
     for it in range(start, a.iters + 1):
         n_syn = int(rng.binomial(a.batch, a.p_synth)) if synth else 0
@@ -243,6 +279,13 @@ def main(argv=None):
         sig = torch.from_numpy(rng.uniform(0, a.sigma_max / 255.0, (a.batch, 1, 1, 1)).astype(np.float32))
         noise = torch.from_numpy(rng.standard_normal(x.shape).astype(np.float32))
         y = x + sig.to(dev) * noise.to(dev)
+        if a.camera_frac > 0:
+            cam = torch.from_numpy(rng.random(a.batch) < a.camera_frac)
+            cseed = int(rng.integers(2**31))
+            if bool(cam.any()):
+                yc, tc = camera_pairs(x[cam].cpu(), cseed)
+                y, x = y.clone(), x.clone()
+                y[cam], x[cam] = yc.to(dev), tc.to(dev)
         out = net(y)
         loss = (out - x).pow(2).mean() if a.loss == "l2" else (out - x).abs().mean()
         opt.zero_grad(set_to_none=True)
@@ -256,6 +299,9 @@ def main(argv=None):
             if it % (a.log_every * 10) == 0:
                 pn, pd = eval_astronaut(net)
                 msg += f" | held-out s25: noisy {pn:.2f} dB -> {pd:.2f} dB"
+                if a.camera_frac > 0:
+                    cn, cd = eval_camera(net)
+                    msg += f" | camera: noisy {cn:.2f} dB -> {cd:.2f} dB"
             print(msg, flush=True)
         if it % a.save_every == 0:
             save_weights(net, a.out, {"iters": it, "of": a.iters, "args": vars(a)})

@@ -77,3 +77,48 @@ def test_a_run_that_does_not_beat_the_shipped_start_is_rejected(pretrain, tmp_pa
     assert pretrain.main(args) == 1
     assert not os.path.exists(out) and os.path.exists(out + ".rejected")
     assert "is not above the shipped start" in capsys.readouterr().out
+
+
+def test_camera_noise_in_the_training_mix(pretrain):
+    """A fourth ``--noise-mix`` weight gives crops with camera noise (a random camera per crop, seeded by the
+    iteration): the same t gives the same batch, three weights leave camera noise out."""
+    from fastdenoise.noise import add_camera
+
+    clean = [torch.rand(3, 48, 48, generator=torch.Generator().manual_seed(i)) for i in range(2)]
+    cam_only = pretrain.noisy_sampler(clean, 32, 3, 7, (0, 0, 0, 1))
+    a, b = cam_only(5), cam_only(5)
+    assert a.shape == (3, 3, 32, 32) and a.dtype == torch.float32 and torch.equal(a, b)
+    assert not torch.equal(a, cam_only(6))
+    assert float(a.min()) >= 0 and float(a.max()) <= 1          # the pipeline's sRGB output is clipped
+    gauss_only = pretrain.noisy_sampler(clean, 32, 3, 7, (1, 0, 0))
+    assert float(gauss_only(5).min()) < 0 or float(gauss_only(5).max()) > 1   # unclipped Gaussian noise
+    # a camera crop is add_camera of the same crop of the sampler's clean stream (its seed drawn per crop)
+    crops = pretrain.crop_sampler(clean, 32, 3, 7, augment=True)(5)
+    noiseless = [add_camera(crops[i], 0, random=True, noiseless=True) for i in range(3)]
+    for i in range(3):     # the noise-free rendering is close to the crop, the camera noise is not
+        err = float((a[i] - crops[i]).pow(2).mean())
+        assert err > 1e-5 and err > 0.5 * float((noiseless[i] - crops[i]).pow(2).mean())
+
+
+def test_pretrain_rejects_a_bad_noise_mix(pretrain, tmp_path, capsys):
+    base = ["--method", "zsn2n", "--iters", "0", "--dead-leaves", "0", "--out", str(tmp_path / "z.pt")]
+    for mix in ("1,1", "1,1,1,1,1", "0,0,0", "1,-1,1"):
+        with pytest.raises(SystemExit):
+            pretrain.main([*base, "--noise-mix", mix])
+        assert "--noise-mix" in capsys.readouterr().err
+
+
+def test_p2n_pretraining_camera_pairs(monkeypatch):
+    """pretrain_p2n's camera patches: noisy and noise-free renderings of the same random camera."""
+    monkeypatch.syspath_prepend(os.path.join(ROOT, "scripts"))
+    import pretrain_p2n
+
+    from fastdenoise.noise import add_camera
+
+    x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    y, t = pretrain_p2n.camera_pairs(x, 11)
+    assert y.dtype == t.dtype == torch.float32 and y.shape == t.shape == x.shape
+    assert torch.equal(t, add_camera(x, 11, random=True, noiseless=True).float())
+    assert not torch.equal(y, t)
+    g = pretrain_p2n.camera_pairs(x[:, :1], 11)[0]
+    assert g.shape == (2, 1, 32, 32)
