@@ -77,6 +77,27 @@ def load_rows(path: str) -> list[dict]:
         return [json.loads(line) for line in f if line.strip()]
 
 
+def method_spec(spec: str) -> tuple[str, dict]:
+    """``"p2n"`` or ``"p2n:start=gaussian:iters_cpu=..."``: the method and the config fields given to
+    ``denoise`` (values parsed as Python literals where they are, else strings). The row's ``method`` is the
+    whole spec."""
+    import ast
+
+    name, *opts = spec.split(":")
+    kw = {}
+    for o in opts:
+        k, sep, v = o.partition("=")
+        if not sep or not k:
+            raise ValueError(f"--methods: {spec!r}: options are key=value, got {o!r}")
+        try:
+            kw[k] = ast.literal_eval(v)
+        except (ValueError, SyntaxError):
+            kw[k] = v
+    if name not in FIT_ITERS:
+        raise ValueError(f"--methods: unknown method {name!r} in {spec!r}; known: {', '.join(FIT_ITERS)}")
+    return name, kw
+
+
 def _key(r: dict) -> tuple:
     return (r["image"], r["method"], r.get("iters_asked"))
 
@@ -153,7 +174,8 @@ def write_quality(section: str, path: str) -> None:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--images", default=",".join(IMAGES))
-    ap.add_argument("--methods", default=",".join(METHODS))
+    ap.add_argument("--methods", default=",".join(METHODS),
+                    help="comma-separated methods, each optionally with config fields: p2n:start=gaussian")
     ap.add_argument("--noise", default="camera")
     ap.add_argument("--phases", default=",".join(PHASES))
     ap.add_argument("--crop", type=int, default=256)
@@ -164,6 +186,11 @@ def main(argv=None) -> int:
     ap.add_argument("--quality", action="store_true", help="with --markdown: also into benchmarks/quality.md")
     a = ap.parse_args(sys.argv[1:] if argv is None else argv)
     command = "OMP_NUM_THREADS=1 python -m benchmarks.camera_sweep"
+    for m in [x for x in a.methods.split(",") if x]:
+        try:
+            method_spec(m)
+        except ValueError as e:
+            ap.error(str(e))
     if a.markdown:
         text = format_markdown(load_rows(a.out), command)
         with open(a.md, "w") as f:
@@ -240,12 +267,13 @@ def main(argv=None) -> int:
                     emit(row(name, "wavelet-jinv", phase, wavelet_jinv(noisy), seconds=time.perf_counter() - t0))
             continue
         for name, m in [(n, m) for n in split(a.images) for m in split(a.methods)]:
-            it = 0 if phase == "0" else FIT_ITERS[m] * MULT[phase]
+            base, opts = method_spec(m)
+            it = 0 if phase == "0" else FIT_ITERS[base] * MULT[phase]
             if (name, m, it) in done:
                 continue
             _, noisy, _, _ = data[name]
             try:
-                out, info = denoise(noisy, method=m, iters=it, seed=0, device="cpu", return_info=True)
+                out, info = denoise(noisy, method=base, iters=it, seed=0, device="cpu", return_info=True, **opts)
             except Exception as e:  # noqa: BLE001  (recorded, the sweep goes on)
                 print(f"{name} {m} iters={it}: FAILED {type(e).__name__}: {e}", flush=True)
                 with open(a.out, "a") as f:

@@ -114,7 +114,7 @@ def trainers_for(method: str, channels: int, *, device="auto", weights: str | No
 
 def denoise(image, method: str = "p2n", iters: int | None = None, seed: int = 0, device: str = "auto",
             weights: str | None = None, clean=None, return_info: bool = False, alpha: bool = False,
-            **options):
+            pd: int = 1, **options):
     """Denoise one image with a self-supervised method fitted to the image itself.
 
     Args:
@@ -133,6 +133,13 @@ def denoise(image, method: str = "p2n", iters: int | None = None, seed: int = 0,
             memory plan: ``crop``/``batch`` when the image was fitted on crops, ``tile`` when it was denoised
             in tiles).
         alpha: the last channel is alpha (RGBA, gray + alpha): it is returned unchanged, the others denoised.
+        pd: pixel-shuffle downsampling stride (AP-BSN's remedy for spatially correlated noise): ``pd=s``
+            splits the image into its s*s sub-images of every s-th pixel (offsets (i, j), 0 <= i, j < s), fits
+            and denoises each on its own (seed ``iter_seed(seed, k)`` for the k-th) and puts the pixels back.
+            In a sub-image, noise that is correlated between neighbouring pixels (demosaicing, camera
+            processing) becomes nearly independent, which the methods that assume pixel-independent noise
+            need; the sub-images are aliased, so on white noise it costs detail. 1 (default): off.
+            Measured in docs/QUALITY.md (camera noise).
         **options: further fields of the method's config (e.g. ``init="scratch"`` for random initial
             weights instead of the shipped start, ``ema=0.95``, ``reference=True``,
             ``max_memory="4G"``, ``progress=True``).
@@ -158,17 +165,40 @@ def denoise(image, method: str = "p2n", iters: int | None = None, seed: int = 0,
     c = x.shape[1] - int(bool(alpha))
     if c < 1:
         raise ValueError(f"alpha=True needs at least 2 channels, got {x.shape[1]}")
-    outs, info = [], {"method": method, "iters": 0, "seconds": 0.0, "losses": [], "psnr": [], "plan": {}}
+    if isinstance(pd, bool) or not isinstance(pd, (int, np.integer)) or pd < 1:
+        raise ValueError(f"pd must be an integer >= 1 (1: no pixel-shuffle downsampling), got {pd!r}")
+    pd = int(pd)
+    if pd > 1 and min(x.shape[-2:]) < 2 * pd:
+        raise ValueError(f"pd={pd} needs an image of at least {2 * pd} pixels a side, got {tuple(x.shape[-2:])}")
+    info = {"method": method, "iters": 0, "seconds": 0.0, "losses": [], "psnr": [], "plan": {}}
+    if pd > 1:
+        from fastdenoise.engine import iter_seed
+
+        info["pd"] = pd
+    outs = []
     for i, k, tr in trainers_for(method, c, device=device, weights=weights, **options):
-        res = tr.fit(x[:, i:i + k], iters=iters, clean=None if ref is None else ref[:, i:i + k], seed=seed)
-        outs.append(res.best.float().cpu())
-        info.update(device=str(tr.device), iters=res.iters, plan=dict(tr.plan),
-                    init={n: os.path.basename(v) for n, v in tr.init_from.items()})
-        info["seconds"] += res.seconds
-        info["losses"] += res.losses
-        info["psnr"] += res.psnr
+        if pd == 1:
+            outs.append(_fit(tr, x[:, i:i + k], None if ref is None else ref[:, i:i + k], iters, seed, info))
+            continue
+        out = torch.empty_like(x[:, i:i + k])
+        for j, (dy, dx) in enumerate((dy, dx) for dy in range(pd) for dx in range(pd)):
+            sub = x[:, i:i + k, dy::pd, dx::pd]
+            sref = None if ref is None else ref[:, i:i + k, dy::pd, dx::pd]
+            out[..., dy::pd, dx::pd] = _fit(tr, sub.contiguous(), sref, iters, iter_seed(seed, j), info)
+        outs.append(out)
     result = assemble(outs, x, c, alpha, method, layout, dtype)
     return (result, info) if return_info else result
+
+
+def _fit(tr, x: torch.Tensor, ref, iters, seed: int, info: dict) -> torch.Tensor:
+    """One fit of ``tr`` to ``x``; its output (float32, CPU) and its log added to ``info``."""
+    res = tr.fit(x, iters=iters, clean=None if ref is None else ref.contiguous(), seed=seed)
+    info.update(device=str(tr.device), iters=res.iters, plan=dict(tr.plan),
+                init={n: os.path.basename(v) for n, v in tr.init_from.items()})
+    info["seconds"] += res.seconds
+    info["losses"] += res.losses
+    info["psnr"] += res.psnr
+    return res.best.float().cpu()
 
 
 def denoise_many(images: list, method: str = "p2n", iters: int | None = None, seed: int = 0,

@@ -94,6 +94,10 @@ def _options(a) -> dict:
         opts["time_budget"] = a.time_budget
     if getattr(a, "init", None) is not None:
         opts["init"] = a.init
+    if getattr(a, "start", None) is not None:
+        opts["start"] = a.start
+    if getattr(a, "pd", 1) > 1:
+        opts["pd"] = a.pd
     return opts
 
 
@@ -125,6 +129,9 @@ def _denoise_file(a, inp: str, dst: str, protect: list, n_inputs: int) -> str:
     if info.slices > 1:
         from fastdenoise.stacks import denoise_stack
 
+        if common.pop("pd", 1) > 1:
+            raise ValueError("--pd works on single images; a stack's slices are fitted as one dataset")
+
         out, log = denoise_stack(vol, **common)
         detail = f"{info.slices} slices, one model: {log['iters']} iters on {log['batch']}x{log['crop']}^2 crops"
     else:
@@ -137,6 +144,8 @@ def _denoise_file(a, inp: str, dst: str, protect: list, n_inputs: int) -> str:
         out, log = denoise(img, clean=ref, **common)
         starts = sorted(set(log.get("init", {}).values()))
         detail = f"{log['iters']} iters from {'+'.join(starts) if starts else 'scratch'}"
+        if log.get("pd"):
+            detail += f" on each of {log['pd'] ** 2} pixel-shuffled sub-images (--pd {log['pd']})"
         plan = _plan_line(log.get("plan", {}))
         if plan:
             detail += f"; {plan}"
@@ -173,6 +182,12 @@ def cmd_denoise(a) -> int:
 
     if a.batch < 1:
         print(f"--batch must be >= 1, got {a.batch}", file=sys.stderr)
+        return 2
+    if a.pd < 1 or (a.pd > 1 and a.batch > 1):
+        print(f"--pd must be >= 1 and works without --batch, got --pd {a.pd} --batch {a.batch}", file=sys.stderr)
+        return 2
+    if a.start is not None and a.method != "p2n":
+        print(f"--start picks one of P2N's shipped starts; --method {a.method} has one start", file=sys.stderr)
         return 2
     rank, size, a.device = D.init(a.device)
     os.makedirs(a.outdir, exist_ok=True)
@@ -404,6 +419,13 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--init", choices=("start", "scratch"), default=None,
                    help="start: every network begins from the method's shipped start (fastdenoise/weights, see docs/STARTS.md) "
                         "where one exists, else from random weights; scratch: random weights (pure zero-shot)")
+    d.add_argument("--start", choices=("gaussian", "camera"), default=None,
+                   help="P2N only: which shipped start (default: the method's; camera: trained on camera noise "
+                        "as well, for real photo noise; gaussian: on Gaussian noise only)")
+    d.add_argument("--pd", type=int, default=1, metavar="S",
+                   help="pixel-shuffle downsampling stride: fit and denoise each of the S*S sub-images of every S-th "
+                        "pixel, for noise correlated between neighbouring pixels (camera photos; try 2 with nb2nb "
+                        "or zsn2n); default 1: off")
     d.add_argument("--ema", type=float, default=None,
                    help="output EMA decay, e.g. 0.95; 0 turns it off (default: the method's: 0.9 for p2n, 0.98 for "
                         "nb2nb, off for the others)")

@@ -308,3 +308,22 @@ def test_train_cli_and_api_train_the_same_weights(tmp_path, method):
     saved = load_state(ck)
     for k, v in tr.model.state_dict().items():
         assert torch.equal(saved[k], v.float()), k
+
+
+def test_denoise_start_option(tmp_path, capsys):
+    """``--start camera`` fits P2N from its camera start and says so; another method's --start is an error."""
+    src = _png(tmp_path / "n.png", 0)
+    assert cli.main(["denoise", src, "-o", str(tmp_path / "o"), "--iters", "1", "--start", "camera"]) == 0
+    assert "unet_n2n_camera.pt" in capsys.readouterr().out
+    assert cli.main(["denoise", src, "-o", str(tmp_path / "x"), "--method", "nb2nb", "--start", "camera"]) == 2
+    assert "--start picks one of P2N's shipped starts" in capsys.readouterr().err
+
+
+def test_denoise_pd_option(tmp_path, capsys):
+    """``--pd 2`` fits each of the 4 pixel-shuffled sub-images and says so; it refuses --batch."""
+    src = _png(tmp_path / "n.png", 0)
+    assert cli.main(["denoise", src, "-o", str(tmp_path / "o"), "--method", "nb2nb", "--iters", "1",
+                     "--pd", "2"]) == 0
+    assert "on each of 4 pixel-shuffled sub-images (--pd 2)" in capsys.readouterr().out
+    assert cli.main(["denoise", src, "-o", str(tmp_path / "x"), "--pd", "2", "--batch", "2"]) == 2
+    assert cli.main(["denoise", src, "-o", str(tmp_path / "x"), "--pd", "0"]) == 2

@@ -97,3 +97,24 @@ def test_other_channel_counts_meet_the_start_as_rgb_triples_and_single_channels(
     assert all(tr.method.started for _, _, tr in groups)
     (one,) = trainers_for("zsn2n", 5, device="cpu", init="scratch")
     assert one[1] == 5 and not one[2].method.started
+
+
+@pytest.mark.parametrize("start", ["gaussian", "camera"])
+def test_p2n_named_starts(start):
+    """``start=`` picks one of P2N's shipped starts, RGB and grayscale; a bad name says what is known."""
+    from fastdenoise.methods import p2n
+
+    rgb, gray = (os.path.join(p2n.WEIGHTS_DIR, f) for f in p2n.STARTS[start])
+    assert os.path.exists(rgb) and os.path.exists(gray)
+    assert p2n.build(device="cpu", start=start).init_from["model"] == rgb
+    assert p2n.build(in_ch=1, device="cpu", start=start).init_from["model"] == gray
+    folded = p2n.build(in_ch=1, device="cpu", start=start, gray="replicate")
+    assert folded.init_from["model"] == rgb
+
+
+def test_p2n_start_names_are_checked():
+    from fastdenoise.methods import p2n
+
+    with pytest.raises(ValueError, match="start must be one of"):
+        p2n.build(device="cpu", start="sidd")
+    assert p2n.build(device="cpu").init_from["model"] == p2n.DEFAULT_WEIGHTS

@@ -317,3 +317,15 @@ def test_camera_sweep_markdown_and_quality_section(tmp_path, monkeypatch):
     text = qmd.read_text()
     assert "| astronaut | camera | noisy |" in text and text.count(camera_sweep.SECTION) == 1
     assert "| astronaut | p2n | 50 | 27.00 |" in text
+
+
+def test_camera_sweep_method_specs():
+    """``--methods p2n:start=gaussian``: the method and the config fields it is run with; bad specs say why."""
+    from benchmarks import camera_sweep
+
+    assert camera_sweep.method_spec("p2n") == ("p2n", {})
+    assert camera_sweep.method_spec("p2n:start=gaussian:lr=3e-5") == ("p2n", {"start": "gaussian", "lr": 3e-5})
+    with pytest.raises(ValueError, match="unknown method"):
+        camera_sweep.method_spec("bm4d:x=1")
+    with pytest.raises(ValueError, match="key=value"):
+        camera_sweep.method_spec("p2n:gaussian")

@@ -2,7 +2,8 @@
 
 usage: python tools/eval_weights.py METHOD WEIGHTS|shipped IMAGES SEEDS [key=value ...]
   IMAGES, SEEDS: comma lists (astronaut,coffee / 0,1); key=value: config fields (iters=0: the start alone,
-  noise=gaussian:25). Prints PSNR, gain and seconds per (image, seed), then the mean gain.
+  noise=gaussian:25, scored against the noise's target: the noise-free rendering for camera noise).
+  Prints PSNR, gain and seconds per (image, seed), then the mean gain.
 """
 import ast
 import sys
@@ -14,7 +15,7 @@ import torch
 import fastdenoise
 from fastdenoise.evaluate import _metrics
 from fastdenoise.io import load_sample
-from fastdenoise.noise import add_noise
+from fastdenoise.noise import parse_noise
 
 torch.set_num_threads(int(__import__("os").environ.get("THREADS", "2")))
 method, weights, images, seeds = sys.argv[1], sys.argv[2], sys.argv[3].split(","), sys.argv[4].split(",")
@@ -25,11 +26,12 @@ for a in sys.argv[5:]:
         kw[k] = ast.literal_eval(v)
     except (ValueError, SyntaxError):
         kw[k] = v
-noise = kw.pop("noise", "gaussian:25")
+noise = parse_noise(kw.pop("noise", "gaussian:25"))
 gains = []
 for image in images:
-    clean = np.asarray(load_sample(image, crop=256), dtype=np.float32)
-    noisy = np.asarray(add_noise(clean, noise, seed=0), dtype=np.float32)
+    sample = np.asarray(load_sample(image, crop=256), dtype=np.float32)
+    noisy = np.asarray(noise(sample, 0), dtype=np.float32)
+    clean = np.asarray(noise.target(sample, 0), dtype=np.float32)   # camera noise: the noise-free rendering
     for s in seeds:
         t0 = time.perf_counter()
         out = fastdenoise.denoise(noisy, method=method, seed=int(s), device="cpu",

@@ -8,15 +8,19 @@ Per iteration (section 2.2 pseudocode and [DECISION]s):
 3. one 2B forward ``F(z)`` split into (positive, negative);
 4. ``L = mean((|F(y+) - F(y-)| + 1e-8)^gamma_t)`` (:func:`fastdenoise.functional.p2n_loss`, fused
    forward/backward) with gamma linear from 2 to 1.5 per iteration (:func:`~fastdenoise.functional.p2n_gamma`);
-5. AdamW (lr 1e-4, weight decay 0.01), 100 iterations (CUDA; **50 on the CPU from the shipped start**,
+5. AdamW (lr 1e-4, weight decay 0.01), 100 iterations (CUDA; **on the CPU the camera start alone**,
    below); the result is the EMA (decay 0.9) of the step's x_hat (``FitResult.best``; ``ema=None``
    returns the network's output after the last step).
 
-CPU default (time budget: a 256x256 RGB image within 90 s on 2 threads, where 100 iterations take about
-100 s): 50 iterations from the shipped start, 100 from scratch. Measured 2026-12-02 (Gaussian sigma 25,
-256x256 centre crops, seed 0, 0 / 50 / 100 iterations): astronaut 29.56 / 29.61 / 29.59 dB, chelsea
-29.63 / 29.38 / 29.46, coffee 30.81 / 30.87 / 30.74, camera (grayscale start) 28.85 / 28.81 dB at 0 / 50:
-on Gaussian noise the fine-tuning moves the start by +-0.25 dB, and 50 iterations lose nothing to 100.
+Defaults by device. CUDA: the paper's protocol, 100 iterations from the Gaussian-pretrained start
+(``start="gaussian"``). CPU: the camera start (``start="camera"``: the Gaussian start supervised further on a
+mix of Gaussian and camera noise) **alone**, 0 iterations: one forward pass (about 0.2 s for 256x256 on 2
+threads). Measured 2026-12-07 on 256x256 centre crops, seed 0, 1 thread (docs/methods/p2n.md): on camera
+noise the camera start alone gains +5.21 / +6.43 / +6.07 dB on astronaut / chelsea / coffee, and 50 P2N
+iterations from it lose 1.77 / 0.25 / 3.36 dB of that (the fit drifts towards the identity, see
+"Deviation"); on Gaussian sigma 25 it gives 29.55 dB on astronaut alone and 29.71 dB after 50 iterations.
+From the Gaussian start (or ``weights=``) the CPU default stays 50 iterations, from scratch 100; ``iters=``
+sets any count.
 
 Output EMA (a fastdenoise default, measured 2026-11-22 on a 128x128 astronaut crop, sigma 25, shipped
 weights, 100 iterations): the step estimates move by 0.3-0.7 dB from one iteration to the next (28.64 -
@@ -31,9 +35,10 @@ flow through x_hat (as the "P2N+" ports do) ties the renoised inputs to the netw
 stable: 27.81 -> 28.42 dB after 30 iterations and 28.65 dB after 100 (sigma=0: 28.66 dB). Reproduce with
 ``P2NConfig(detach=True)``, which keeps the paper-pseudocode behaviour (and its memory saving).
 
-The network is :class:`~fastdenoise.models.unet_n2n.UNetN2N`, initialised from fastdenoise's own
-supervised-AWGN weights (``init="gaussian_pretrained"``, ``fastdenoise/weights/unet_n2n_gauss.pt``; P2N's
-are not public, see ``scripts/pretrain_p2n.py``) or from scratch (``init="scratch"``).
+The network is :class:`~fastdenoise.models.unet_n2n.UNetN2N`, initialised from one of fastdenoise's own
+supervised starts (``init="gaussian_pretrained"``, the default; ``start=`` picks ``fastdenoise/weights/
+unet_n2n_gauss.pt`` or ``unet_n2n_camera.pt``, :data:`STARTS`; P2N's are not public, see
+``scripts/pretrain_p2n.py``) or from scratch (``init="scratch"``).
 
 Example:
     >>> from fastdenoise.methods import p2n
@@ -54,8 +59,14 @@ from fastdenoise.engine import Trainer
 from fastdenoise.engine import method_api
 
 WEIGHTS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "weights")
-DEFAULT_WEIGHTS = os.path.join(WEIGHTS_DIR, "unet_n2n_gauss.pt")
-GRAY_WEIGHTS = os.path.join(WEIGHTS_DIR, "unet_n2n_gauss_gray.pt")
+STARTS = {
+    "gaussian": ("unet_n2n_gauss.pt", "unet_n2n_gauss_gray.pt"),
+    "camera": ("unet_n2n_camera.pt", "unet_n2n_camera_gray.pt"),
+}
+"""The shipped starts by name: (RGB file, grayscale file) in ``fastdenoise/weights/`` (docs/STARTS.md)."""
+CPU_START, CUDA_START = "camera", "gaussian"
+DEFAULT_WEIGHTS = os.path.join(WEIGHTS_DIR, STARTS[CPU_START][0])     # the CPU default's files
+GRAY_WEIGHTS = os.path.join(WEIGHTS_DIR, STARTS[CPU_START][1])
 ITERS, CPU_ITERS_START = 100, 50     # the paper's 100; 50 on the CPU from the start (module docstring)
 INITS = ("gaussian_pretrained", "start", "scratch")    # "start" = "gaussian_pretrained" (the shared name)
 GRAY_MODES = ("native", "replicate")
@@ -73,7 +84,12 @@ class P2NConfig(FitConfig):
         detach: stop-gradient through x_hat (first pass under no_grad), as METHODS.md's pseudocode.
             Default False: gradients flow through x_hat (stable; see the module docstring).
         clamp: clamp the renoised images to [0, 1] (off by default).
-        init: ``"gaussian_pretrained"`` or ``"scratch"``.
+        init: ``"gaussian_pretrained"`` (the shipped start named by ``start``) or ``"scratch"``.
+        start: which shipped start: ``"gaussian"`` (supervised on Gaussian noise, the paper's init) or
+            ``"camera"`` (the Gaussian start supervised further on a mix of Gaussian and camera noise,
+            ``fastdenoise.noise.add_camera``; for real photo noise). See :data:`STARTS`. None: ``"gaussian"``
+            on CUDA (the paper's protocol, 100 iterations), ``"camera"`` on the CPU, where the default is
+            the camera start alone (0 iterations; ``iters=N`` fits it).
         weights: path of the initial weights (None: the shipped ones: RGB, or the grayscale start for
             1-channel images).
         gray: how a 1-channel image meets the pretrained start: ``"native"`` (default) fits the shipped
@@ -96,6 +112,7 @@ class P2NConfig(FitConfig):
     detach: bool = False
     clamp: bool = False
     init: str = "gaussian_pretrained"
+    start: str | None = None
     weights: str | None = None
     gray: str = "native"
 
@@ -105,29 +122,41 @@ class P2N(Method):
 
     name = "p2n"
     batched = True
-    summary = "Positive2Negative (default): 100 iterations (CPU: 50) from a Gaussian-pretrained U-Net"
+    summary = ("Positive2Negative (default): 100 iterations from a Gaussian-pretrained U-Net (CPU: the camera-noise "
+               "start alone)")
     Config = P2NConfig
     inits = INITS
 
     def defaults(self, device: torch.device, started: bool) -> dict:
-        iters = CPU_ITERS_START if device.type != "cuda" and started else ITERS
+        iters = ITERS
+        if device.type != "cuda" and started:
+            # the camera start alone beats fitting it on the CPU (module docstring); other starts: 50
+            from_camera = os.path.basename(self.init_from.get("model", "")) in STARTS["camera"]
+            iters = 0 if from_camera else CPU_ITERS_START
         return {**super().defaults(device, started), "iters": iters}
 
     def check(self) -> None:
         if self.cfg.gray not in GRAY_MODES:
             raise ValueError(f"gray must be one of {GRAY_MODES}, got {self.cfg.gray!r}")
+        if self.cfg.start not in STARTS:
+            raise ValueError(f"start must be one of {tuple(STARTS)}, got {self.cfg.start!r}")
 
     def resolve(self, cfg: P2NConfig, device: torch.device) -> P2NConfig:
         # "gaussian_pretrained" is P2N's name of the shared "start"
-        return cfg.replace(init="start") if cfg.init == "gaussian_pretrained" else cfg
+        cfg = cfg.replace(init="start") if cfg.init == "gaussian_pretrained" else cfg
+        if cfg.start is None:   # the paper's Gaussian-pretrained init on CUDA; the camera start on the CPU
+            cfg = cfg.replace(start="gaussian" if device.type == "cuda" else "camera")
+        return cfg
 
     def start_path(self, in_ch: int) -> str | None:
-        """The Gaussian-pretrained U-Net: RGB, or for 1-channel images the grayscale start (``gray="native"``;
-        with ``gray="replicate"`` none, so the engine folds the RGB start over the colour channels)."""
+        """The shipped start named by ``start``: RGB, or for 1-channel images its grayscale file
+        (``gray="native"``; with ``gray="replicate"`` none, so the engine folds the RGB start over the colour
+        channels)."""
+        rgb, gray = (os.path.join(WEIGHTS_DIR, f) for f in STARTS[self.cfg.start])
         if in_ch == 1:
-            native = self.cfg.gray == "native" and os.path.exists(GRAY_WEIGHTS)
-            return GRAY_WEIGHTS if native else None
-        return DEFAULT_WEIGHTS if in_ch == 3 and os.path.exists(DEFAULT_WEIGHTS) else None
+            native = self.cfg.gray == "native" and os.path.exists(gray)
+            return gray if native else None
+        return rgb if in_ch == 3 and os.path.exists(rgb) else None
 
     def make_model(self, in_ch: int, part: str = "model") -> torch.nn.Module:
         from fastdenoise.models.unet_n2n import UNetN2N
