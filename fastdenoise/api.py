@@ -198,6 +198,8 @@ def _fit(tr, x: torch.Tensor, ref, iters, seed: int, info: dict) -> torch.Tensor
     info["seconds"] += res.seconds
     info["losses"] += res.losses
     info["psnr"] += res.psnr
+    if tr.run.guard_stops:       # the collapse guard kept the start (engine.callbacks.CollapseGuard)
+        info["guard_stop"] = tr.run.guard_stops[0]
     return res.best.float().cpu()
 
 
@@ -252,4 +254,7 @@ def denoise_many(images: list, method: str = "p2n", iters: int | None = None, se
     outs = [assemble([out[i:i + 1]], xs[i][0], c, False, method, layout, dtype) for i in range(len(xs))]
     info = {"method": method, "batched": True, "iters": tr.total_iters(iters), "device": str(tr.device),
             "seconds": time.perf_counter() - t0, "init": {n: os.path.basename(v) for n, v in tr.init_from.items()}}
+    stops = tr.batched_trainer.run.guard_stops
+    if stops:                    # images whose fit the collapse guard stopped: index -> iteration
+        info["guard_stops"] = dict(sorted(stops.items()))
     return (outs, info) if return_info else outs

@@ -96,6 +96,8 @@ def _options(a) -> dict:
         opts["init"] = a.init
     if getattr(a, "start", None) is not None:
         opts["start"] = a.start
+    if getattr(a, "guard", None) is not None:
+        opts["guard"] = a.guard
     if getattr(a, "pd", 1) > 1:
         opts["pd"] = a.pd
     return opts
@@ -188,6 +190,10 @@ def cmd_denoise(a) -> int:
         return 2
     if a.start is not None and a.method != "p2n":
         print(f"--start picks one of P2N's shipped starts; --method {a.method} has one start", file=sys.stderr)
+        return 2
+    if a.guard is not None and (a.method != "p2n" or not 0 <= a.guard < 1):
+        print(f"--guard is P2N's collapse guard, a ratio in [0, 1) (0: off); got --guard {a.guard} with --method "
+              f"{a.method}", file=sys.stderr)
         return 2
     rank, size, a.device = D.init(a.device)
     os.makedirs(a.outdir, exist_ok=True)
@@ -422,6 +428,10 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--start", choices=("gaussian", "camera"), default=None,
                    help="P2N only: which shipped start (default: the method's; camera: trained on camera noise "
                         "as well, for real photo noise; gaussian: on Gaussian noise only)")
+    d.add_argument("--guard", type=float, default=None, metavar="RATIO",
+                   help="P2N only: stop the fit and keep the start when the estimate's residual energy falls below "
+                        "RATIO times the start's (the fit moving towards the noisy input); default: 0.5 on the CPU "
+                        "from a start, off on CUDA; 0: off")
     d.add_argument("--pd", type=int, default=1, metavar="S",
                    help="pixel-shuffle downsampling stride: fit and denoise each of the S*S sub-images of every S-th "
                         "pixel, for noise correlated between neighbouring pixels (camera photos; try 2 with nb2nb "

@@ -12,11 +12,13 @@ pipeline:
 * the noisy input;
 * the best classical denoiser that needs no noise level (a J-invariant calibrated wavelet denoiser,
   ``fastdenoise.evaluate.wavelet_jinv``);
-* P2N as the paper runs it: the Gaussian-pretrained start alone, then fitted to the image (``--iters``;
-  default 100 iterations on CUDA, 50 on the CPU);
-* P2N from its camera start alone (one forward pass), the CPU default of ``fastdenoise.denoise``.
+* P2N's two starts alone (one forward pass each): the paper's Gaussian-pretrained start, and the camera
+  start (the Gaussian start supervised further on camera noise), the CPU default;
+* P2N fitted to the image from the camera start as ``fastdenoise.denoise`` runs it (``--iters``; default 100
+  on CUDA from the Gaussian start, 50 on the CPU with the collapse guard, which stops a fit that moves
+  towards the noisy input and keeps the start: the demo says when it did).
 
-Writes ./out/demo/{reference,noisy,wavelet,gaussian_start,p2n_fit,camera_start,compare}.png. The same seed
+Writes ./out/demo/{reference,noisy,wavelet,gaussian_start,camera_start,p2n_fit,compare}.png. The same seed
 gives the same result on any machine, however busy.
 """
 from __future__ import annotations
@@ -66,33 +68,39 @@ def main(argv=None) -> int:
     wav = torch.from_numpy(wavelet_jinv(noisy[0].permute(1, 2, 0).numpy())).permute(2, 0, 1)[None]
     t_wav = time.perf_counter() - t0
 
-    gauss = p2n.build(device=a.device, seed=a.seed, start="gaussian")
-    g_start = gauss.fit(noisy, iters=0).output.cpu()
-    res = gauss.fit(noisy, iters=gauss.total_iters(a.iters), clean=clean)
-    g_fit = res.best.cpu()     # the output EMA of P2N's estimates (P2NConfig.ema), as fastdenoise.denoise returns
     t0 = time.perf_counter()
-    cam = p2n.build(device=a.device, seed=a.seed, start="camera").fit(noisy, iters=0).output.cpu()
-    t_cam = time.perf_counter() - t0
+    g_start = p2n.build(device=a.device, seed=a.seed, start="gaussian").fit(noisy, iters=0).output.cpu()
+    t_gauss = time.perf_counter() - t0
+    tr = p2n.build(device=a.device, seed=a.seed)                 # the device's default start and guard
+    start = tr.fit(noisy, iters=0).output.cpu()
+    res = tr.fit(noisy, iters=tr.total_iters(a.iters), clean=clean)
+    fit = res.best.cpu()       # the output EMA of P2N's estimates (P2NConfig.ema), as fastdenoise.denoise returns
+    stop = tr.run.guard_stops.get(0)
 
     p = {k: psnr_quick(v, clean) for k, v in
-         (("noisy", noisy), ("wavelet", wav), ("g_start", g_start), ("g_fit", g_fit), ("cam", cam))}
-    ema = f", output EMA {gauss.cfg.ema}" if res.ema_output is not None else ""
-    print(f"noise {spec}; device {gauss.device}; wavelet {t_wav:.1f}s; P2N fit {res.iters} iterations in "
-          f"{res.seconds:.1f}s ({res.seconds / max(1, res.iters):.2f}s/iter); camera start {t_cam:.1f}s")
+         (("noisy", noisy), ("wavelet", wav), ("gauss", g_start), ("start", start), ("fit", fit))}
+    name = tr.cfg.start
+    ema = f", output EMA {tr.cfg.ema}" if res.ema_output is not None else ""
+    print(f"noise {spec}; device {tr.device}; wavelet {t_wav:.1f}s; a start alone {t_gauss:.1f}s; P2N fit "
+          f"{res.iters} iterations in {res.seconds:.1f}s ({res.seconds / max(1, res.iters):.2f}s/iter)")
     print(f"PSNR noisy {p['noisy']:.2f} dB | J-invariant wavelet (classical, blind) {p['wavelet']:.2f} dB | "
-          f"P2N from the Gaussian start: alone {p['g_start']:.2f} dB, fitted ({res.iters} iters{ema}) "
-          f"{p['g_fit']:.2f} dB | P2N camera start alone {p['cam']:.2f} dB")
+          f"P2N Gaussian start alone {p['gauss']:.2f} dB | P2N {name} start alone {p['start']:.2f} dB | "
+          f"P2N fitted from it ({res.iters} iters{ema}) {p['fit']:.2f} dB")
+    if stop is not None:
+        print(f"the collapse guard stopped the fit at iteration {stop + 1} and kept the {name} start: on this "
+              f"noise the start already removes, further P2N steps move towards the noisy input "
+              f"(docs/methods/p2n.md); on Gaussian or Poisson noise the fit runs on (--noise gaussian:25)")
 
     os.makedirs(a.out, exist_ok=True)
     hwc = lambda t: t[0].permute(1, 2, 0).numpy()  # noqa: E731
-    for name, img in (("reference", clean), ("noisy", noisy), ("wavelet", wav), ("gaussian_start", g_start),
-                      ("p2n_fit", g_fit), ("camera_start", cam)):
-        write_image(os.path.join(a.out, f"{name}.png"), np.clip(hwc(img), 0, 1))
+    for fname, img in (("reference", clean), ("noisy", noisy), ("wavelet", wav), ("gaussian_start", g_start),
+                       (f"{name}_start", start), ("p2n_fit", fit)):
+        write_image(os.path.join(a.out, f"{fname}.png"), np.clip(hwc(img), 0, 1))
     cmp_path = save_comparison(
-        os.path.join(a.out, "compare.png"), [hwc(noisy), hwc(wav), hwc(g_fit), hwc(cam), hwc(clean)],
-        [f"noisy {p['noisy']:.2f} dB", f"wavelet {p['wavelet']:.2f} dB", f"P2N fitted {p['g_fit']:.2f} dB",
-         f"camera start {p['cam']:.2f} dB", "reference"], res.losses)
-    print(f"wrote {a.out}/{{reference,noisy,wavelet,gaussian_start,p2n_fit,camera_start}}.png and {cmp_path}; "
+        os.path.join(a.out, "compare.png"), [hwc(noisy), hwc(wav), hwc(g_start), hwc(start), hwc(fit), hwc(clean)],
+        [f"noisy {p['noisy']:.2f} dB", f"wavelet {p['wavelet']:.2f} dB", f"Gaussian start {p['gauss']:.2f} dB",
+         f"{name} start {p['start']:.2f} dB", f"P2N fitted {p['fit']:.2f} dB", "reference"], res.losses)
+    print(f"wrote {a.out}/{{reference,noisy,wavelet,gaussian_start,{name}_start,p2n_fit}}.png and {cmp_path}; "
           f"total {time.perf_counter() - t_start:.1f}s")
     return 0
 

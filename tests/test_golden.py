@@ -19,7 +19,7 @@ import torch
 HERE = os.path.dirname(os.path.abspath(__file__))
 GOLDEN = os.path.join(HERE, "golden.json")
 METHODS = ["p2n", "nb2nb", "noise2same", "apr", "blind2grad", "zsn2n"]
-SMALL = {"p2n": {"start": "gaussian"},        # the records predate the camera start
+SMALL = {"p2n": {"start": "gaussian", "guard": 0},   # the records predate the camera start and the guard
          "noise2same": {"base": 8, "crop": 16, "batch": 2},
          "apr": {"base": 8, "head": 16, "crop": 32, "batch": 1, "tta": 1},
          "blind2grad": {"base": 8, "n_masks": 2, "n_samples": 2, "infer_batch": 2}}

@@ -106,20 +106,23 @@ def test_activation_probe_leaves_model_alone():
         assert torch.equal(v, before[k]), k
 
 
-@pytest.mark.parametrize("method,iters", [("p2n", 2), ("zsn2n", 30), ("nb2nb", 5)])
-def test_tiled_matches_whole_image(method, iters):
+@pytest.mark.parametrize("method,iters,opts,tol", [("p2n", 2, {"start": "gaussian"}, 0.05), ("zsn2n", 30, {}, 0.05),
+                                                  ("nb2nb", 5, {}, 0.05), ("p2n", 2, {"start": "camera"}, 0.3)])
+def test_tiled_matches_whole_image(method, iters, opts, tol):
     """Where the whole image fits, inference in blended 96x96 tiles (overlap 32) is within 0.05 dB of it.
     (Noise2Same normalises with batch statistics: its tiles share statistics summed over the image, which
     matched within 0.01 dB after 100 iterations but differ by 0.2-1.2 dB while it is barely trained; see
-    docs/INPUTS.md.)"""
+    docs/INPUTS.md. P2N's camera start, supervised further on 64x64 crops, uses more of its context: on
+    Gaussian noise its 96x96 tiles score 0.16-0.22 dB above the whole 192x192 image, 0.01-0.02 dB for the
+    Gaussian start.)"""
     noisy, clean = _pair(192)
-    tr = get_builder(method)(in_ch=3, device="cpu", tile_overlap=32)
+    tr = get_builder(method)(in_ch=3, device="cpu", tile_overlap=32, **opts)
     tr.fit(noisy, iters=iters)
     whole = tr.denoise(noisy, tile=0)
     tiled = tr.denoise(noisy, tile=96)
     assert tr.plan["tile"] == 96
     d = float(psnr(tiled, clean).mean()) - float(psnr(whole, clean).mean())
-    assert abs(d) < 0.05, d
+    assert abs(d) < tol, d
 
 
 def test_small_images_run_whole_without_probe(monkeypatch):

@@ -43,6 +43,7 @@ from __future__ import annotations
 from fastdenoise.engine.build import build
 from fastdenoise.engine.build import method_api
 from fastdenoise.engine.callbacks import Callback
+from fastdenoise.engine.callbacks import CollapseGuard
 from fastdenoise.engine.common import ema_update
 from fastdenoise.engine.common import iter_seed
 from fastdenoise.engine.common import psnr_quick
@@ -70,7 +71,8 @@ from fastdenoise.engine.starts import saved_parts
 from fastdenoise.engine.state import Part
 from fastdenoise.engine.state import Run
 
-__all__ = ["FitConfig", "FitResult", "Method", "CropTraining", "Stage", "Run", "Part", "Trainer", "Callback", "build",
+__all__ = ["FitConfig", "FitResult", "Method", "CropTraining", "Stage", "Run", "Part", "Trainer", "Callback",
+           "CollapseGuard", "build",
            "method_api", "iter_seed", "resolve_device", "psnr_quick", "make_optimizer", "ema_update", "staircase_lr",
            "cosine_lr", "crop_sampler", "dihedral", "dihedral_inverse", "load_state", "saved_parts",
            "rgb_state_to_gray", "seeded", "batch_stats_bn", "tile_stats_bn", "TTA_COUNTS", "WEIGHTS_DIR"]

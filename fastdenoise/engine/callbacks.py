@@ -28,6 +28,7 @@ class StageLoop:
         self.t = self.start
         self.t_iter = self.t0 = 0.0          # start of the current iteration and of the loop (perf_counter)
         self.loss: torch.Tensor | None = None
+        self.batch: torch.Tensor | None = None     # the current iteration's input (the noisy image or crops)
         self.est: torch.Tensor | None = None
         self.post: dict = {}                 # what the progress bar shows at the next log point
 
@@ -91,6 +92,71 @@ class TimeBudget(Callback):
             print(f"{self.trainer.method.name}: time budget {self.budget:g}s, one iteration {dt:.3f}s -> "
                   f"{self.count} iterations (nominal {self.nominal})", file=sys.stderr, flush=True)
         return self.share(self.index, self.count)
+
+
+class CollapseGuard(Callback):
+    """Stops a single-image fit whose estimate falls towards its noisy input, and keeps the start.
+
+    A consistency loss such as P2N's is also lowered by moving the network towards the identity: the
+    residual ``y - x_hat`` shrinks and the estimate becomes the noisy image. On noise the start already
+    removes (camera noise from a camera start) that is where the fit goes. The guard compares the residual
+    energy ``mean((y - est)^2)`` of each step's estimate with that of the first (the start's own): when it
+    falls below ``ratio`` times that, the network gets its weights from before the first step back, the
+    output EMA becomes the start's estimate, the stage stops and a line on stderr says so
+    (``run.guard_stops`` maps the image to the iteration). In a batched fit (``Trainer.fit_many``) each
+    copy is watched on its own image: a stopped copy keeps its start weights and estimate while the others
+    go on, and the stage ends when every copy has stopped. Single-image fits from iteration 0 whose steps
+    estimate the whole image (not crops, not dataset mode, not a resumed stage). One host sync per step."""
+
+    def __init__(self, trainer, ratio: float):
+        self.trainer, self.ratio = trainer, float(ratio)
+        self.active = False
+
+    def stage_start(self, loop: StageLoop) -> None:
+        run = loop.run
+        self.active = run.t == 0 and not run.dataset_mode and not run.done
+        self.r0 = self.first = None
+        self.k, self.stopped = max(int(run.batched), 1), set()
+        if self.active:
+            self.weights = {k: v.detach().clone() for k, v in loop.part.model.state_dict().items()}
+
+    def _keep_start(self, loop: StageLoop, i: int) -> None:
+        """Copy ``i`` back to its weights and estimate from before the first step."""
+        model, run = loop.part.model, loop.run
+        with torch.no_grad():
+            if self.k == 1:
+                model.load_state_dict(self.weights)
+            else:      # a BatchedModel: parameter j of copy i is p{j}[i]
+                for name, w in self.weights.items():
+                    getattr(model, name)[i].copy_(w[i])
+        if run.ema is not None:
+            run.ema.view(-1, self.k, *run.ema.shape[1:])[:, i] = self.first.view(-1, self.k, *run.ema.shape[1:])[:, i]
+
+    def after_step(self, loop: StageLoop) -> None:
+        est, batch, run = loop.est, loop.batch, loop.run
+        if not self.active or est is None or batch is None or est.shape != batch.shape:
+            return
+        if run.ema is not None and run.ema.shape != est.shape:
+            return
+        r = (batch.float() - est.float()).pow(2).reshape(-1, self.k, est[0].numel()).mean(dim=(0, 2)).tolist()
+        if self.r0 is None:
+            self.r0, self.first = r, est.detach().clone()
+            return
+        for i in sorted(self.stopped):                  # stopped copies of a batched fit stay at their start
+            self._keep_start(loop, i)
+        for i in range(self.k):
+            if i in self.stopped or r[i] >= self.ratio * self.r0[i]:
+                continue
+            self.stopped.add(i)
+            self._keep_start(loop, i)
+            run.guard_stops[i] = loop.t
+            which = f" (image {i + 1} of {self.k})" if self.k > 1 else ""
+            print(f"{self.trainer.method.name}{which}: at iteration {loop.t + 1} the estimate's residual energy "
+                  f"fell to {r[i] / max(self.r0[i], 1e-12):.2f} of the start's (guard {self.ratio:g}): the fit is "
+                  f"moving towards the noisy input, so it stops and keeps the start", file=sys.stderr, flush=True)
+        if len(self.stopped) == self.k:
+            loop.total = run.t
+            self.active = False
 
 
 class LossLog(Callback):

@@ -156,6 +156,9 @@ class Trainer(Inference, Checkpoints, Batched):
             out.append(cb.WeightEMA(decay))
         if use_ema and cfg.ema is not None:
             out.append(cb.OutputEMA(cfg.ema))
+        guard = self.collapse_guard()
+        if guard:
+            out.append(cb.CollapseGuard(self, guard))   # after the output EMA: it may reset it
         losses = cb.LossLog()
         out += [losses, cb.PSNRLog()]
         if cfg.progress:
@@ -180,7 +183,8 @@ class Trainer(Inference, Checkpoints, Batched):
             t = loop.start
             while t < loop.total:
                 loop.t, loop.t_iter = t, time.perf_counter()
-                loop.loss, loop.est = self._iteration(stage, step, get_batch(t), t, loop.total)
+                loop.batch = get_batch(t)
+                loop.loss, loop.est = self._iteration(stage, step, loop.batch, t, loop.total)
                 run.t = t + 1
                 for c in calls:
                     c.after_step(loop)
@@ -207,6 +211,14 @@ class Trainer(Inference, Checkpoints, Batched):
             for m in model.modules():
                 if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
                     m.eval()
+
+    def collapse_guard(self) -> float | None:
+        """The :class:`~fastdenoise.engine.callbacks.CollapseGuard` ratio in effect (a method's ``guard``
+        config field, or its default; None: no guard)."""
+        g = getattr(self.cfg, "guard", None)
+        if g is None and "guard" in self.method.defaults(self.device, self.method.started):
+            g = self.default("guard")
+        return float(g) if g else None
 
     def weight_ema_decay(self) -> float:
         """The weight-EMA decay in effect (``cfg.weight_ema``, checked by :func:`build`, or the method's)."""

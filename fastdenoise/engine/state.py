@@ -67,6 +67,7 @@ class Run:
         self.stage = 0                      # index of the current stage
         self.t = 0                          # iterations done in the current stage
         self.done: list[str] = []           # stages finished
+        self.guard_stops: dict[int, int] = {}   # image (copy) -> iteration a CollapseGuard stopped its fit at
         self.dataset_mode = False           # batches of crops of many images (fit_dataset)
         self.batched = 1                    # copies of the networks fitted at once (Trainer.fit_many)
         self.ema: torch.Tensor | None = None

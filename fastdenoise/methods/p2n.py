@@ -8,19 +8,23 @@ Per iteration (section 2.2 pseudocode and [DECISION]s):
 3. one 2B forward ``F(z)`` split into (positive, negative);
 4. ``L = mean((|F(y+) - F(y-)| + 1e-8)^gamma_t)`` (:func:`fastdenoise.functional.p2n_loss`, fused
    forward/backward) with gamma linear from 2 to 1.5 per iteration (:func:`~fastdenoise.functional.p2n_gamma`);
-5. AdamW (lr 1e-4, weight decay 0.01), 100 iterations (CUDA; **on the CPU the camera start alone**,
-   below); the result is the EMA (decay 0.9) of the step's x_hat (``FitResult.best``; ``ema=None``
-   returns the network's output after the last step).
+5. AdamW (lr 1e-4, weight decay 0.01), 100 iterations (CUDA; 50 on the CPU from a start, with the
+   collapse guard, below); the result is the EMA (decay 0.9) of the step's x_hat (``FitResult.best``;
+   ``ema=None`` returns the network's output after the last step).
 
 Defaults by device. CUDA: the paper's protocol, 100 iterations from the Gaussian-pretrained start
-(``start="gaussian"``). CPU: the camera start (``start="camera"``: the Gaussian start supervised further on a
-mix of Gaussian and camera noise) **alone**, 0 iterations: one forward pass (about 0.2 s for 256x256 on 2
-threads). Measured 2026-12-07 on 256x256 centre crops, seed 0, 1 thread (docs/methods/p2n.md): on camera
-noise the camera start alone gains +5.21 / +6.43 / +6.07 dB on astronaut / chelsea / coffee, and 50 P2N
-iterations from it lose 1.77 / 0.25 / 3.36 dB of that (the fit drifts towards the identity, see
-"Deviation"); on Gaussian sigma 25 it gives 29.55 dB on astronaut alone and 29.71 dB after 50 iterations.
-From the Gaussian start (or ``weights=``) the CPU default stays 50 iterations, from scratch 100; ``iters=``
-sets any count.
+(``start="gaussian"``), no guard. CPU: the camera start (``start="camera"``: the Gaussian start supervised
+further on a mix of Gaussian and camera noise), 50 iterations, collapse guard 0.5
+(:class:`~fastdenoise.engine.callbacks.CollapseGuard`). The guard exists because of what the fit does on
+noise the start already removes. Measured 2026-12-07 on 256x256 centre crops, seed 0, 1 thread
+(docs/methods/p2n.md): on camera noise the camera start alone gains +5.21 / +6.43 / +6.07 dB on astronaut /
+chelsea / coffee, and 50 unguarded P2N iterations lose 1.77 / 0.25 / 3.36 dB of that: the consistency loss is
+also lowered by moving the network towards the identity, the residual ``y - x_hat`` shrinks (to 0.03 of the
+start's on astronaut by iteration 15) and the estimate becomes the noisy image. The guard watches that
+residual energy and, when it falls below half the start's, restores the start and stops (astronaut: at
+iteration 9, 29.07 dB, the start's figure). Where the fit helps the residual stays near the start's
+(Poisson noise: 0.78-1.12 of it) and the 50 iterations run. From scratch: 100 iterations, no guard;
+``iters=`` and ``guard=`` set either.
 
 Output EMA (a fastdenoise default, measured 2026-11-22 on a 128x128 astronaut crop, sigma 25, shipped
 weights, 100 iterations): the step estimates move by 0.3-0.7 dB from one iteration to the next (28.64 -
@@ -68,6 +72,7 @@ CPU_START, CUDA_START = "camera", "gaussian"
 DEFAULT_WEIGHTS = os.path.join(WEIGHTS_DIR, STARTS[CPU_START][0])     # the CPU default's files
 GRAY_WEIGHTS = os.path.join(WEIGHTS_DIR, STARTS[CPU_START][1])
 ITERS, CPU_ITERS_START = 100, 50     # the paper's 100; 50 on the CPU from the start (module docstring)
+CPU_GUARD = 0.5                      # the CPU default collapse guard (module docstring)
 INITS = ("gaussian_pretrained", "start", "scratch")    # "start" = "gaussian_pretrained" (the shared name)
 GRAY_MODES = ("native", "replicate")
 
@@ -88,8 +93,10 @@ class P2NConfig(FitConfig):
         start: which shipped start: ``"gaussian"`` (supervised on Gaussian noise, the paper's init) or
             ``"camera"`` (the Gaussian start supervised further on a mix of Gaussian and camera noise,
             ``fastdenoise.noise.add_camera``; for real photo noise). See :data:`STARTS`. None: ``"gaussian"``
-            on CUDA (the paper's protocol, 100 iterations), ``"camera"`` on the CPU, where the default is
-            the camera start alone (0 iterations; ``iters=N`` fits it).
+            on CUDA (the paper's protocol), ``"camera"`` on the CPU.
+        guard: the collapse guard (:class:`fastdenoise.engine.callbacks.CollapseGuard`): when the residual energy
+            of a step's estimate falls below ``guard`` times the start's, the fit stops and keeps the start.
+            None: 0.5 on the CPU from a start or ``weights``, otherwise off (CUDA: the paper's protocol); 0: off.
         weights: path of the initial weights (None: the shipped ones: RGB, or the grayscale start for
             1-channel images).
         gray: how a 1-channel image meets the pretrained start: ``"native"`` (default) fits the shipped
@@ -113,6 +120,7 @@ class P2NConfig(FitConfig):
     clamp: bool = False
     init: str = "gaussian_pretrained"
     start: str | None = None
+    guard: float | None = None
     weights: str | None = None
     gray: str = "native"
 
@@ -122,22 +130,23 @@ class P2N(Method):
 
     name = "p2n"
     batched = True
-    summary = ("Positive2Negative (default): 100 iterations from a Gaussian-pretrained U-Net (CPU: the camera-noise "
-               "start alone)")
+    summary = ("Positive2Negative (default): 100 iterations from a Gaussian-pretrained U-Net (CPU: 50 from the "
+               "camera-noise start, with a collapse guard)")
     Config = P2NConfig
     inits = INITS
 
     def defaults(self, device: torch.device, started: bool) -> dict:
-        iters = ITERS
-        if device.type != "cuda" and started:
-            # the camera start alone beats fitting it on the CPU (module docstring); other starts: 50
-            from_camera = os.path.basename(self.init_from.get("model", "")) in STARTS["camera"]
-            iters = 0 if from_camera else CPU_ITERS_START
-        return {**super().defaults(device, started), "iters": iters}
+        cpu = device.type != "cuda"
+        iters = CPU_ITERS_START if cpu and started else ITERS
+        guard = CPU_GUARD if cpu and started else None     # a network from scratch begins far from its input
+        return {**super().defaults(device, started), "iters": iters, "guard": guard}
 
     def check(self) -> None:
         if self.cfg.gray not in GRAY_MODES:
             raise ValueError(f"gray must be one of {GRAY_MODES}, got {self.cfg.gray!r}")
+        g = self.cfg.guard
+        if g is not None and (isinstance(g, bool) or not isinstance(g, (int, float)) or not 0 <= g < 1):
+            raise ValueError(f"guard must be a number in [0, 1) (0: off) or None (the default), got {g!r}")
         if self.cfg.start not in STARTS:
             raise ValueError(f"start must be one of {tuple(STARTS)}, got {self.cfg.start!r}")
 
