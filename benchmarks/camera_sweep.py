@@ -120,13 +120,17 @@ def format_markdown(rows: list[dict], command: str) -> str:
         "`PSNR vs orig` against the original crop (it includes what demosaicing costs, see the `pipeline` "
         "row). Methods through `fastdenoise.denoise` from their shipped starts: `iters` 0 = the start alone; "
         "the fit columns are the CPU default counts (P2N 50, Nb2Nb 150, APR-RD 120, Blind2Grad 100, ZS-N2N 600; "
-        "Noise2Same, whose CPU default is its start alone, 300) and 2x / 5x them. Code: git HEAD "
+        "Noise2Same, whose CPU default is its start alone, 300) and 2x / 5x them; `method:key=value` rows pass "
+        "options to `denoise` (`pd=2`, `start=gaussian`, `guard=0`); `50 (ran 9)`: P2N's collapse guard stopped "
+        "the fit at iteration 9 and kept the start. Code: git HEAD "
         + ", ".join(dict.fromkeys(r.get("git", {}).get("head", "?")[:10] for r in rows if r.get("git")))
         + " as the rows were made (each JSONL row lists the uncommitted edits of the shared tree at its start).")
     out.append("")
     out += ["| image | method | iters | PSNR dB | SSIM | PSNR vs orig dB | time s |", "|---|---|---|---|---|---|---|"]
     for r in rows:
         it = "–" if r.get("iters") is None else str(r["iters"])
+        if r.get("iters") is not None and r.get("iters_asked") not in (None, r["iters"]):
+            it = f"{r['iters_asked']} (ran {r['iters']})"
         t = "–" if r.get("seconds") is None else f"{r['seconds']:.1f}"
         out.append(f"| {r['image']} | {r['method']} | {it} | {r['psnr']:.2f} | {r['ssim']:.4f} | "
                    f"{r.get('psnr_orig', float('nan')):.2f} | {t} |")
@@ -139,12 +143,15 @@ def format_markdown(rows: list[dict], command: str) -> str:
     groups: dict = {}
     for r in rows:
         if r["method"] != "pipeline":          # scored against the original crop: not comparable here
-            groups.setdefault((r["method"], r.get("iters")), []).append(r)
+            groups.setdefault((r["method"], r.get("iters_asked", r.get("iters"))), []).append(r)
+
+    def start_of(m: str) -> str:        # the start-alone row of a fit option variant (guard= changes only the fit)
+        return ":".join(o for o in m.split(":") if not o.startswith("guard="))
     for (m, it), sel in groups.items():
         gains = [r["psnr"] - noisy[r["image"]] for r in sel if r["image"] in noisy]
         rgb = [r["psnr"] - noisy[r["image"]] for r in sel if r["image"] in noisy and r["image"] != "camera"]
-        fit = [r["psnr"] - start[(m, r["image"])] for r in sel
-               if r.get("phase") not in (None, "base", "0") and (m, r["image"]) in start]
+        fit = [r["psnr"] - start[(start_of(m), r["image"])] for r in sel
+               if r.get("phase") not in (None, "base", "0") and (start_of(m), r["image"]) in start]
         out.append(f"| {m} | {'–' if it is None else it} | {len(sel)} | {np.mean([r['psnr'] for r in sel]):.2f} | "
                    f"{np.mean([r['ssim'] for r in sel]):.4f} | {np.mean(gains):+.2f} | "
                    f"{(f'{np.mean(rgb):+.2f}' if rgb else '–')} | {(f'{np.mean(fit):+.2f}' if fit else '–')} |")
@@ -155,10 +162,9 @@ def format_markdown(rows: list[dict], command: str) -> str:
                     "pipeline's clipping cost before any noise."]
     out += ["", "`time s`: seconds of training (inference not counted) on a shared 2-core machine whose load "
                 "average was between about 1 and 5 while this ran: not a speed measurement (see quality-timing.md)."]
-    want = len(IMAGES) * (3 + 2 + len(METHODS) * 4)
     missing = [f"{m} {p}" for p in ("0", "1x", "2x", "5x") for m in METHODS
                if sum(1 for r in rows if r["method"] == m and r.get("phase") == p) < len(IMAGES)]
-    out += ["", f"{len(rows)} of {want} rows. Columns not complete (method phase): "
+    out += ["", f"{len(rows)} rows. Default-method columns not measured on every image (method phase): "
             + (", ".join(missing) if missing else "none") + ".", ""]
     return "\n".join(out)
 
