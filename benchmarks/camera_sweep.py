@@ -162,8 +162,9 @@ def format_markdown(rows: list[dict], command: str) -> str:
                     "pipeline's clipping cost before any noise."]
     out += ["", "`time s`: seconds of training (inference not counted) on a shared 2-core machine whose load "
                 "average was between about 1 and 5 while this ran: not a speed measurement (see quality-timing.md)."]
-    missing = [f"{m} {p}" for p in ("0", "1x", "2x", "5x") for m in METHODS
-               if sum(1 for r in rows if r["method"] == m and r.get("phase") == p) < len(IMAGES)]
+    missing = [f"{m} {p}" + (f" (on {n} of {len(IMAGES)})" if n else "")
+               for p in ("0", "1x", "2x", "5x") for m in METHODS
+               if (n := sum(1 for r in rows if r["method"] == m and r.get("phase") == p)) < len(IMAGES)]
     out += ["", f"{len(rows)} rows. Default-method columns not measured on every image (method phase): "
             + (", ".join(missing) if missing else "none") + ".", ""]
     return "\n".join(out)
