@@ -216,8 +216,8 @@ class Trainer(Inference, Checkpoints, Batched):
         """The :class:`~fastdenoise.engine.callbacks.CollapseGuard` ratio in effect (a method's ``guard``
         config field, or its default; None: no guard)."""
         g = getattr(self.cfg, "guard", None)
-        if g is None and "guard" in self.method.defaults(self.device, self.method.started):
-            g = self.default("guard")
+        if g is None:
+            g = self.method.defaults(self.device, self.method.started).get("guard")
         return float(g) if g else None
 
     def weight_ema_decay(self) -> float:
