@@ -114,7 +114,7 @@ def trainers_for(method: str, channels: int, *, device="auto", weights: str | No
 
 def denoise(image, method: str = "p2n", iters: int | None = None, seed: int = 0, device: str = "auto",
             weights: str | None = None, clean=None, return_info: bool = False, alpha: bool = False,
-            pd: int = 1, **options):
+            pd: int | str = "auto", blend: float | str = "auto", **options):
     """Denoise one image with a self-supervised method fitted to the image itself.
 
     Args:
@@ -133,13 +133,23 @@ def denoise(image, method: str = "p2n", iters: int | None = None, seed: int = 0,
             memory plan: ``crop``/``batch`` when the image was fitted on crops, ``tile`` when it was denoised
             in tiles).
         alpha: the last channel is alpha (RGBA, gray + alpha): it is returned unchanged, the others denoised.
-        pd: pixel-shuffle downsampling stride (AP-BSN's remedy for spatially correlated noise): ``pd=s``
-            splits the image into its s*s sub-images of every s-th pixel (offsets (i, j), 0 <= i, j < s), fits
-            and denoises each on its own (seed ``iter_seed(seed, k)`` for the k-th) and puts the pixels back.
-            In a sub-image, noise that is correlated between neighbouring pixels (demosaicing, camera
-            processing) becomes nearly independent, which the methods that assume pixel-independent noise
-            need; the sub-images are aliased, so on white noise it costs detail. 1 (default): off.
-            Measured in docs/QUALITY.md (camera noise).
+        pd: pixel-shuffle downsampling stride, the remedy for noise shared between neighbouring pixels (real
+            camera photos: demosaicing and in-camera processing spread each pixel's noise over its
+            neighbours; the methods assume pixel-independent noise and take such noise for image detail).
+            ``pd=s`` splits the image into its s*s sub-images of every s-th pixel, where neighbours are s
+            pixels apart and share little noise, fits one network to the s*s sub-images together (a batch),
+            denoises them and puts the pixels back. ``"auto"`` (default): 2 where the image's noise is
+            spatially correlated (:func:`fastdenoise.noise.estimate_noise`: its ``correlation`` above 0.5, e.g.
+            every SIDD phone photo), else 1 (white noise keeps its detail), and 1 for images under 64
+            pixels a side. 1: off. ``info["pd"]`` says which stride ran, ``info["noise"]`` what the estimate read.
+        blend: how much of the method's estimate ``d`` to keep: the result is ``y + blend * (d - y)`` for the
+            noisy input ``y``. ``"auto"`` (default): ``min(1, 2 * sigma^2 / mean((y - d)^2))`` with ``sigma``
+            the estimated noise std (:func:`fastdenoise.noise.estimate_noise`): 1 (the estimate unchanged)
+            unless the method removed more than twice the noise energy the image holds, i.e. removed image
+            detail (a start trained on strong noise given a nearly clean photo); then the blend is the
+            first-order minimiser of the error ``sigma^2 / mean((y - d)^2)`` (doubled, for the estimate's bias),
+            so a nearly clean photo comes back nearly unchanged. A number on [0, 1] sets it; 1: off.
+            ``info["blend"]`` says which blend was used.
         **options: further fields of the method's config (e.g. ``init="scratch"`` for random initial
             weights instead of the shipped start, ``ema=0.95``, ``reference=True``,
             ``max_memory="4G"``, ``progress=True``).
@@ -165,29 +175,89 @@ def denoise(image, method: str = "p2n", iters: int | None = None, seed: int = 0,
     c = x.shape[1] - int(bool(alpha))
     if c < 1:
         raise ValueError(f"alpha=True needs at least 2 channels, got {x.shape[1]}")
-    if isinstance(pd, bool) or not isinstance(pd, (int, np.integer)) or pd < 1:
-        raise ValueError(f"pd must be an integer >= 1 (1: no pixel-shuffle downsampling), got {pd!r}")
+    est = None
+    if pd == "auto" or blend == "auto":
+        from fastdenoise.noise.estimate import estimate_noise
+
+        est = estimate_noise(x[:1, :c]) if min(x.shape[-2:]) >= 8 else None
+    if pd == "auto":
+        pd = est.pd if est is not None and min(x.shape[-2:]) >= AUTO_PD_MIN_SIDE else 1
+    elif isinstance(pd, bool) or not isinstance(pd, (int, np.integer)) or pd < 1:
+        raise ValueError(f"pd must be an integer >= 1 (1: no pixel-shuffle downsampling) or 'auto', got {pd!r}")
     pd = int(pd)
     if pd > 1 and min(x.shape[-2:]) < 2 * pd:
         raise ValueError(f"pd={pd} needs an image of at least {2 * pd} pixels a side, got {tuple(x.shape[-2:])}")
-    info = {"method": method, "iters": 0, "seconds": 0.0, "losses": [], "psnr": [], "plan": {}}
-    if pd > 1:
-        from fastdenoise.engine import iter_seed
-
-        info["pd"] = pd
+    if blend != "auto" and (isinstance(blend, bool) or not isinstance(blend, (int, float, np.floating))
+                            or not 0 <= blend <= 1):
+        raise ValueError(f"blend must be a number on [0, 1] (1: the method's estimate unchanged) or 'auto', "
+                         f"got {blend!r}")
+    info = {"method": method, "iters": 0, "seconds": 0.0, "losses": [], "psnr": [], "plan": {}, "pd": pd}
+    if est is not None:
+        info["noise"] = est.as_dict()
     outs = []
     for i, k, tr in trainers_for(method, c, device=device, weights=weights, **options):
+        part = x[:, i:i + k]
+        pref = None if ref is None else ref[:, i:i + k]
         if pd == 1:
-            outs.append(_fit(tr, x[:, i:i + k], None if ref is None else ref[:, i:i + k], iters, seed, info))
+            outs.append(_fit(tr, part, pref, iters, seed, info))
             continue
-        out = torch.empty_like(x[:, i:i + k])
-        for j, (dy, dx) in enumerate((dy, dx) for dy in range(pd) for dx in range(pd)):
-            sub = x[:, i:i + k, dy::pd, dx::pd]
-            sref = None if ref is None else ref[:, i:i + k, dy::pd, dx::pd]
-            out[..., dy::pd, dx::pd] = _fit(tr, sub.contiguous(), sref, iters, iter_seed(seed, j), info)
-        outs.append(out)
-    result = assemble(outs, x, c, alpha, method, layout, dtype)
+        subs = pd_split(part, pd)
+        den = _fit(tr, subs, None if pref is None else pd_split(pref, pd), iters, seed, info)
+        outs.append(pd_merge(den, pd, part.shape))
+    den = torch.cat(outs, 1) if len(outs) > 1 else outs[0]
+    lam = 1.0
+    if blend == "auto":
+        if est is not None:
+            lam = auto_blend(x[:, :c], den, est)
+    else:
+        lam = float(blend)
+    if lam < 1.0:
+        den = x[:, :c] + lam * (den - x[:, :c])
+    info["blend"] = round(lam, 4)
+    result = assemble([den], x, c, alpha, method, layout, dtype)
     return (result, info) if return_info else result
+
+
+AUTO_PD_MIN_SIDE = 64
+"""``pd="auto"`` keeps stride 1 for images smaller than this on a side (the sub-images would be under 32)."""
+BLEND_MARGIN = 2.0
+"""``blend="auto"`` keeps the whole estimate while it removed at most this times the estimated noise energy."""
+
+
+def auto_blend(y: torch.Tensor, den: torch.Tensor, est) -> float:
+    """The ``blend="auto"`` weight of :func:`denoise`: ``min(1, BLEND_MARGIN * sigma^2 / mean((y - den)^2))``.
+
+    For a denoiser ``d`` of ``y = x + n`` the weight minimising ``|y + w (d - y) - x|^2`` is
+    ``<y - x, y - d> / |y - d|^2``, which is ``sigma^2 / mean((y - d)^2)`` to first order (when ``d`` depends
+    little on each pixel's own noise): 1 when ``d`` removed just the noise, small when it also removed detail.
+    ``BLEND_MARGIN`` makes up for the estimated ``sigma`` reading low (0.91 of the true std on real photos)
+    so that a denoiser that removed only noise keeps weight 1."""
+    r = float((y.double() - den.double()).pow(2).mean())
+    s2 = float(np.mean(np.square(est.sigma)))
+    if r <= 0.0:
+        return 1.0
+    return float(min(1.0, BLEND_MARGIN * s2 / r))
+
+
+def pd_split(x: torch.Tensor, s: int) -> torch.Tensor:
+    """(B, C, H, W) -> (B * s * s, C, ceil(H / s), ceil(W / s)): the stride-``s`` sub-images of each image (offsets
+    (i, j) in row-major order, batch-major), the image first reflected to a multiple of ``s`` when ``s`` does
+    not divide its size."""
+    b, c, h, w = x.shape
+    ph, pw = -h % s, -w % s
+    if ph or pw:
+        x = torch.nn.functional.pad(x, (0, pw, 0, ph), mode="reflect" if min(h, w) > max(ph, pw) else "replicate")
+    sub = torch.nn.functional.pixel_unshuffle(x, s)                    # (B, C*s*s, H/s, W/s)
+    hs, ws = sub.shape[-2:]
+    return sub.view(b, c, s * s, hs, ws).transpose(1, 2).reshape(b * s * s, c, hs, ws).contiguous()
+
+
+def pd_merge(sub: torch.Tensor, s: int, shape) -> torch.Tensor:
+    """The inverse of :func:`pd_split` for an image batch of ``shape`` (B, C, H, W)."""
+    b, c, h, w = shape
+    hs, ws = sub.shape[-2:]
+    x = sub.reshape(b, s * s, c, hs, ws).transpose(1, 2).reshape(b, c * s * s, hs, ws)
+    return torch.nn.functional.pixel_shuffle(x, s)[..., :h, :w].contiguous()
 
 
 def _fit(tr, x: torch.Tensor, ref, iters, seed: int, info: dict) -> torch.Tensor:
@@ -211,8 +281,9 @@ def denoise_many(images: list, method: str = "p2n", iters: int | None = None, se
     (:meth:`fastdenoise.engine.Trainer.fit_many`): a GPU is busy with K images per kernel instead of one.
     Each image's result is statistically, not bitwise, equal to :func:`denoise` of it alone (one seed
     stream for the batch). When the method has no batched fit, the images need crops or tiles to fit
-    the memory budget, or they have 1 < C != 3 channels, each image goes through :func:`denoise` instead
-    (same result as calling it). Arguments as :func:`denoise`.
+    the memory budget, they have 1 < C != 3 channels, or pixel-shuffle downsampling runs (``pd`` > 1 given, or
+    ``pd="auto"`` finding correlated noise in any of them), each image goes through :func:`denoise` instead
+    (same result as calling it). Arguments as :func:`denoise` (``blend`` is decided per image).
 
     Returns:
         A list of denoised images (same kind, shape and dtype as the inputs); with ``return_info`` a
@@ -229,16 +300,25 @@ def denoise_many(images: list, method: str = "p2n", iters: int | None = None, se
     if x0.shape[0] != 1:
         raise ValueError(f"images must be single images (H, W[, C]), got a batch of {x0.shape[0]} in images[0]")
 
+    pd, blend = options.pop("pd", "auto"), options.pop("blend", "auto")
+
     def one_by_one():
         res = [denoise(im, method=method, iters=iters, seed=seed, device=device, weights=weights,
-                       return_info=True, **options) for im in images]
+                       return_info=True, pd=pd, blend=blend, **options) for im in images]
         return [r[0] for r in res], {"method": method, "batched": False, "iters": res[-1][1]["iters"],
                                      "seconds": sum(r[1]["seconds"] for r in res)}
 
     c = x0.shape[1]
     from fastdenoise.methods import batched
 
-    if len(images) == 1 or not batched(method) or c not in (1, 3) or options.get("alpha"):
+    ests = None
+    if pd == "auto" or blend == "auto":
+        from fastdenoise.noise.estimate import estimate_noise
+
+        ests = [estimate_noise(x) for x, _, _ in xs] if min(x0.shape[-2:]) >= 8 else None
+    strided = pd not in ("auto", 1) or (pd == "auto" and ests is not None and min(x0.shape[-2:]) >= AUTO_PD_MIN_SIDE
+                                        and any(e.pd > 1 for e in ests))
+    if len(images) == 1 or not batched(method) or c not in (1, 3) or options.get("alpha") or strided:
         outs, info = one_by_one()
         return (outs, info) if return_info else outs
     import time
@@ -251,9 +331,16 @@ def denoise_many(images: list, method: str = "p2n", iters: int | None = None, se
         return (outs, info) if return_info else outs
     t0 = time.perf_counter()
     out = tr.fit_many(batch, iters=iters, seed=seed).best.float().cpu()
+    lams = []
+    for i, (x, _, _) in enumerate(xs):
+        lam = float(blend) if blend != "auto" else (1.0 if ests is None else auto_blend(x, out[i:i + 1], ests[i]))
+        if lam < 1.0:
+            out[i:i + 1] = x + lam * (out[i:i + 1] - x)
+        lams.append(round(lam, 4))
     outs = [assemble([out[i:i + 1]], xs[i][0], c, False, method, layout, dtype) for i in range(len(xs))]
     info = {"method": method, "batched": True, "iters": tr.total_iters(iters), "device": str(tr.device),
-            "seconds": time.perf_counter() - t0, "init": {n: os.path.basename(v) for n, v in tr.init_from.items()}}
+            "seconds": time.perf_counter() - t0, "init": {n: os.path.basename(v) for n, v in tr.init_from.items()},
+            "pd": 1, "blend": lams}
     stops = tr.batched_trainer.run.guard_stops
     if stops:                    # images whose fit the collapse guard stopped: index -> iteration
         info["guard_stops"] = dict(sorted(stops.items()))

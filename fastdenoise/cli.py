@@ -98,9 +98,23 @@ def _options(a) -> dict:
         opts["start"] = a.start
     if getattr(a, "guard", None) is not None:
         opts["guard"] = a.guard
-    if getattr(a, "pd", 1) > 1:
+    if getattr(a, "pd", None) is not None:
         opts["pd"] = a.pd
+    if getattr(a, "blend", None) is not None:
+        opts["blend"] = a.blend
     return opts
+
+
+def _auto_or(kind, name: str):
+    """argparse type: ``"auto"`` or a value of ``kind``."""
+    def parse(v: str):
+        if v == "auto":
+            return v
+        try:
+            return kind(v)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name} must be 'auto' or a {kind.__name__}, got {v!r}") from None
+    return parse
 
 
 def _plan_line(plan: dict) -> str:
@@ -131,8 +145,8 @@ def _denoise_file(a, inp: str, dst: str, protect: list, n_inputs: int) -> str:
     if info.slices > 1:
         from fastdenoise.stacks import denoise_stack
 
-        if common.pop("pd", 1) > 1:
-            raise ValueError("--pd works on single images; a stack's slices are fitted as one dataset")
+        if common.pop("pd", "auto") not in ("auto", 1) or common.pop("blend", "auto") not in ("auto", 1.0):
+            raise ValueError("--pd and --blend work on single images; a stack's slices are fitted as one dataset")
 
         out, log = denoise_stack(vol, **common)
         detail = f"{info.slices} slices, one model: {log['iters']} iters on {log['batch']}x{log['crop']}^2 crops"
@@ -146,8 +160,12 @@ def _denoise_file(a, inp: str, dst: str, protect: list, n_inputs: int) -> str:
         out, log = denoise(img, clean=ref, **common)
         starts = sorted(set(log.get("init", {}).values()))
         detail = f"{log['iters']} iters from {'+'.join(starts) if starts else 'scratch'}"
-        if log.get("pd"):
-            detail += f" on each of {log['pd'] ** 2} pixel-shuffled sub-images (--pd {log['pd']})"
+        if log.get("pd", 1) > 1:
+            why = (f": noise correlation {log['noise']['correlation']:.2f}" if a.pd in (None, "auto") and "noise" in log
+                   else "")
+            detail += f" on its {log['pd'] ** 2} pixel-shuffled sub-images (pd {log['pd']}{why})"
+        if log.get("blend", 1.0) < 1.0:
+            detail += f", {log['blend']:.2f} of the estimate kept (blend; it removed more than the noise)"
         plan = _plan_line(log.get("plan", {}))
         if plan:
             detail += f"; {plan}"
@@ -185,8 +203,11 @@ def cmd_denoise(a) -> int:
     if a.batch < 1:
         print(f"--batch must be >= 1, got {a.batch}", file=sys.stderr)
         return 2
-    if a.pd < 1 or (a.pd > 1 and a.batch > 1):
-        print(f"--pd must be >= 1 and works without --batch, got --pd {a.pd} --batch {a.batch}", file=sys.stderr)
+    if a.pd is not None and a.pd != "auto" and a.pd < 1:
+        print(f"--pd must be 'auto' or an integer >= 1, got --pd {a.pd}", file=sys.stderr)
+        return 2
+    if a.blend is not None and a.blend != "auto" and not 0 <= a.blend <= 1:
+        print(f"--blend must be 'auto' or a number on [0, 1], got --blend {a.blend}", file=sys.stderr)
         return 2
     if a.start is not None and a.method != "p2n":
         print(f"--start picks one of P2N's shipped starts; --method {a.method} has one start", file=sys.stderr)
@@ -351,6 +372,8 @@ def cmd_eval(a) -> int:
     if unknown:
         print(f"unknown method(s) {unknown}; available: {', '.join(_methods())} or 'all'", file=sys.stderr)
         return 2
+    if a.pairs is not None:
+        return _eval_pairs(a, methods)
     from fastdenoise.noise import split_noises
 
     rows = evaluate(split(a.images), split_noises(a.noise), methods, crop=a.crop, device=a.device, seed=a.seed,
@@ -361,6 +384,43 @@ def cmd_eval(a) -> int:
         env = environment()
         print(format_table(rows))
         print(f"\nDevice: {env['device']}; torch {env['torch']}; {env['date']}; crop {a.crop}; seed {a.seed}.")
+    return 0
+
+
+def _eval_pairs(a, methods: list) -> int:
+    """``eval --pairs DIR``: the methods (and baselines) on the user's noisy/clean pairs."""
+    import json
+
+    from fastdenoise.evaluate import environment
+    from fastdenoise.pairs import evaluate_pairs
+    from fastdenoise.pairs import find_pairs
+    from fastdenoise.pairs import format_pairs
+    from fastdenoise.pairs import rows_to_json
+    from fastdenoise.pairs import summarize
+
+    try:
+        pairs = find_pairs(a.pairs)
+        baselines = [b for b in a.baselines.split(",") if b]
+        opts = {k: v for k, v in (("pd", a.pd), ("blend", a.blend)) if v is not None}
+        rows = evaluate_pairs(pairs, methods, iters=a.iters, seed=a.seed, device=a.device, baselines=baselines,
+                              options=opts, progress=None if a.json else print)
+    except (OSError, ValueError) as e:
+        print(f"eval --pairs: {e}", file=sys.stderr)
+        return 2
+    env = environment()
+    doc = {"environment": env, "pairs": os.path.abspath(a.pairs), "convention": "uint8, peak 255 (the papers')",
+           "rows": rows_to_json(rows), "means": summarize(rows)}
+    if a.json_out:
+        tmp = f"{a.json_out}.tmp{os.getpid()}"
+        with open(tmp, "w") as f:
+            json.dump(doc, f, indent=1)
+        os.replace(tmp, a.json_out)
+    if a.json:
+        print(json.dumps(doc, indent=1))
+    else:
+        print(format_pairs(rows))
+        print(f"\n{len(pairs)} pairs in {a.pairs}; device: {env['device']}; torch {env['torch']}; {env['date']}; "
+              f"seed {a.seed}; PSNR/SSIM on uint8, peak 255.")
     return 0
 
 
@@ -432,10 +492,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="P2N only: stop the fit and keep the start when the estimate's residual energy falls below "
                         "RATIO times the start's (the fit moving towards the noisy input); default: 0.5 on the CPU "
                         "from a start, off on CUDA; 0: off")
-    d.add_argument("--pd", type=int, default=1, metavar="S",
-                   help="pixel-shuffle downsampling stride: fit and denoise each of the S*S sub-images of every S-th "
-                        "pixel, for noise correlated between neighbouring pixels (camera photos; try 2 with nb2nb "
-                        "or zsn2n); default 1: off")
+    d.add_argument("--pd", type=_auto_or(int, "--pd"), default=None, metavar="S",
+                   help="pixel-shuffle downsampling stride: fit one network to the S*S sub-images of every S-th pixel "
+                        "and put them back, for noise shared between neighbouring pixels (camera photos); default "
+                        "auto: 2 where the image's noise is spatially correlated (the line says so), else 1")
+    d.add_argument("--blend", type=_auto_or(float, "--blend"), default=None, metavar="W",
+                   help="keep W of the method's estimate (the result is noisy + W * (estimate - noisy)); default "
+                        "auto: all of it unless it removed more than twice the image's estimated noise energy "
+                        "(image detail), then less; 1: always all")
     d.add_argument("--ema", type=float, default=None,
                    help="output EMA decay, e.g. 0.95; 0 turns it off (default: the method's: 0.9 for p2n, 0.98 for "
                         "nb2nb, off for the others)")
@@ -474,7 +538,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.set_defaults(func=cmd_train)
 
-    e = sub.add_parser("eval", help="PSNR/SSIM/time of methods on sample images with synthetic noise",
+    e = sub.add_parser("eval", help="PSNR/SSIM/time of methods on sample images with synthetic noise, or on your "
+                                    "own noisy/clean pairs (--pairs DIR)",
                        description="Denoise 256x256 centre crops of scikit-image samples with synthetic noise and "
                                    "print a table (noisy input and BM3D, if installed, as rows).")
     e.add_argument("--method", default="p2n", help=f"comma-separated methods (default p2n), e.g. p2n,nb2nb, or 'all' ({', '.join(methods)})")
@@ -491,6 +556,16 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--json", action="store_true", help="machine-readable output")
+    e.add_argument("--pairs", default=None, metavar="DIR",
+                   help="score on your own noisy/clean pairs instead: DIR/noisy/NAME with DIR/clean/NAME (or gt/), or "
+                        "NAME_noisy.EXT with NAME_clean.EXT in one folder; per-image rows and means (docs/QUALITY.md)")
+    e.add_argument("--baselines", default="noisy,wavelet,bm3d",
+                   help="with --pairs: comma-separated rows that need no fit: noisy, wavelet (J-invariant calibrated), "
+                        "bm3d (level estimated; needs the bm3d package); default all")
+    e.add_argument("--json-out", default=None, metavar="FILE", help="with --pairs: also write the rows and means here")
+    e.add_argument("--pd", type=_auto_or(int, "--pd"), default=None, help="with --pairs: denoise's pd (default auto)")
+    e.add_argument("--blend", type=_auto_or(float, "--blend"), default=None,
+                   help="with --pairs: denoise's blend (default auto)")
     e.set_defaults(func=cmd_eval)
 
     b = sub.add_parser("bench", help="run the benchmark suite (source checkout) and print its table")

@@ -18,6 +18,8 @@
   field of :class:`CameraParams` (given, or drawn per image from the seed, and returned by
   ``NoiseSpec.apply(..., return_params=True)``). Denoisers are scored against the noise-free rendering
   (:meth:`NoiseSpec.target`).
+* What a noisy image says about its own noise (:func:`estimate_noise`): its level per channel, how much of it
+  neighbouring pixels share, and the pixel-shuffle stride that makes it pixel-independent.
 * Fluorescence microscopy (:func:`add_microscopy`, spec ``microscopy[:...]``): Poisson-Gaussian noise on
   the signal, optionally blurred by a Gaussian PSF first.
 
@@ -33,6 +35,8 @@ from __future__ import annotations
 from fastdenoise.noise._common import _as_tensor  # noqa: F401
 from fastdenoise.noise.camera import *  # noqa: F401,F403
 from fastdenoise.noise.camera import _smoothstep  # noqa: F401
+from fastdenoise.noise.estimate import NoiseEstimate  # noqa: F401
+from fastdenoise.noise.estimate import estimate_noise  # noqa: F401
 from fastdenoise.noise.spec import NoiseSpec  # noqa: F401
 from fastdenoise.noise.spec import add_noise  # noqa: F401
 from fastdenoise.noise.spec import parse_noise  # noqa: F401
@@ -41,5 +45,5 @@ from fastdenoise.noise.synthetic import *  # noqa: F401,F403
 from fastdenoise.noise.synthetic import _binomial  # noqa: F401
 
 __all__ = ["CAMERA_DEFAULT", "CameraParams", "NoiseSpec", "add_camera", "camera_raw", "add_correlated",
-           "add_demosaic", "add_gaussian", "add_microscopy", "add_noise", "add_poisson", "parse_noise", "psf_blur",
+           "add_demosaic", "add_gaussian", "NoiseEstimate", "estimate_noise", "add_microscopy", "add_noise", "add_poisson", "parse_noise", "psf_blur",
            "split_noises"]
