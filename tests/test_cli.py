@@ -320,10 +320,16 @@ def test_denoise_start_option(tmp_path, capsys):
 
 
 def test_denoise_pd_option(tmp_path, capsys):
-    """``--pd 2`` fits each of the 4 pixel-shuffled sub-images and says so; it refuses --batch."""
+    """``--pd 2`` fits the 4 pixel-shuffled sub-images and says so (with --batch too: one by one); bad values
+    are refused; ``--blend`` is passed on."""
     src = _png(tmp_path / "n.png", 0)
     assert cli.main(["denoise", src, "-o", str(tmp_path / "o"), "--method", "nb2nb", "--iters", "1",
                      "--pd", "2"]) == 0
-    assert "on each of 4 pixel-shuffled sub-images (--pd 2)" in capsys.readouterr().out
-    assert cli.main(["denoise", src, "-o", str(tmp_path / "x"), "--pd", "2", "--batch", "2"]) == 2
+    assert "on its 4 pixel-shuffled sub-images (pd 2)" in capsys.readouterr().out
+    assert cli.main(["denoise", src, _png(tmp_path / "m.png", 1), "-o", str(tmp_path / "x"), "--pd", "2",
+                     "--batch", "2", "--iters", "1"]) == 0
     assert cli.main(["denoise", src, "-o", str(tmp_path / "x"), "--pd", "0"]) == 2
+    with pytest.raises(SystemExit):
+        cli.main(["denoise", src, "-o", str(tmp_path / "x"), "--pd", "two"])
+    assert cli.main(["denoise", src, "-o", str(tmp_path / "y"), "--iters", "1", "--blend", "0"]) == 0
+    assert cli.main(["denoise", src, "-o", str(tmp_path / "y"), "--blend", "2"]) == 2

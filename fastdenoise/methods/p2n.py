@@ -1,6 +1,6 @@
-"""Positive2Negative (P2N, CVPR 2025) on the fused ops (METHODS.md section 2).
+"""Positive2Negative (P2N, CVPR 2025) on the fused ops.
 
-Per iteration (section 2.2 pseudocode and [DECISION]s):
+Per iteration:
 
 1. ``x_hat = F(y)``, **with** gradients through x_hat and n_hat = y - x_hat (see "Deviation" below);
 2. ``z = [x_hat + a n_hat; x_hat - b n_hat]`` with a, b ~ N(1, 0.75), one scalar per image and branch,
@@ -15,23 +15,26 @@ Per iteration (section 2.2 pseudocode and [DECISION]s):
 Defaults by device. CUDA: the paper's protocol, 100 iterations from the Gaussian-pretrained start
 (``start="gaussian"``), no guard. CPU: the camera start (``start="camera"``: the Gaussian start supervised
 further on a mix of Gaussian and camera noise), 50 iterations, collapse guard 0.5
-(:class:`~fastdenoise.engine.callbacks.CollapseGuard`). The guard exists because of what the fit does on
-noise the start already removes. Measured 2026-12-07 on 256x256 centre crops, seed 0, 1 thread
-(docs/methods/p2n.md): on camera noise the camera start alone gains +5.21 / +6.43 / +6.07 dB on astronaut /
-chelsea / coffee, and 50 unguarded P2N iterations lose 1.77 / 0.25 / 3.36 dB of that: the consistency loss is
-also lowered by moving the network towards the identity, the residual ``y - x_hat`` shrinks (to 0.03 of the
-start's on astronaut by iteration 15) and the estimate becomes the noisy image. The guard watches that
-residual energy and, when it falls below half the start's, restores the start and stops (astronaut: at
-iteration 9, 29.07 dB, the start's figure). Where the fit helps the residual stays near the start's
-(Poisson noise: 0.78-1.12 of it) and the 50 iterations run. From scratch: 100 iterations, no guard;
-``iters=`` and ``guard=`` set either.
+(:class:`~fastdenoise.engine.callbacks.CollapseGuard`, a safety net). Through :func:`fastdenoise.denoise` a
+photo whose noise neighbouring pixels share (every real camera photo) is fitted on its four stride-2
+sub-images (``pd="auto"``), which is what makes the fit gain on real noise (below).
+
+Why a fit slides to the noisy input, and why pixel-shuffling stops it. For a network that acts on a noise
+component with gain ``w`` (0: removes it, 1: passes it), the loss on that component is proportional to
+``(w (1 - w))^2``: it falls both towards 0 and towards 1, and gradient descent takes each component to the
+nearer end. Components the start removes more than half of are removed entirely (the fit gains); components
+it passes more than half of are passed entirely (the fit moves towards the identity and the noisy image). On
+real photos (measured on the 40 SIDD validation blocks, docs/methods/p2n.md) the noise of neighbouring
+pixels is correlated (0.47 on average) and both starts pass much of it: fitted at full resolution, some
+blocks gain up to 6 dB and others slide to the noisy input. On the stride-2 sub-images the correlation is
+0.08, the start removes most of the noise, and every measured block gains.
 
 Output EMA (a fastdenoise default, measured 2026-11-22 on a 128x128 astronaut crop, sigma 25, shipped
 weights, 100 iterations): the step estimates move by 0.3-0.7 dB from one iteration to the next (28.64 -
 29.45 dB), and the last one can sit in a dip (29.22 dB, below the pretrained 29.31 dB). Their EMA with
 decay 0.9 is smooth and ends at 29.48 dB (lr 5e-5: 29.51 dB).
 
-Deviation from METHODS.md's stop-gradient [DECISION] (measured, 2026-11-22): with x_hat detached
+Gradients through x_hat, unlike the paper's pseudocode, which stops them (measured, 2026-11-22): with x_hat detached
 (first pass under ``no_grad``) the only thing the loss asks of the network is ``F(y+) == F(y-)``, and
 AdamW's sign-like steps shrink the network's gain toward a constant output: on a 96x96 astronaut crop
 (sigma 25, shipped weights, 30 iterations, lr 1e-4) PSNR went 27.81 -> 11.77 dB. Letting gradients
@@ -86,7 +89,7 @@ class P2NConfig(FitConfig):
         granularity: ``"image"`` (default), ``"batch"`` or ``"pixel"`` scales.
         gamma_start, gamma_end: the loss exponent schedule (linear per iteration).
         eps: the loss epsilon.
-        detach: stop-gradient through x_hat (first pass under no_grad), as METHODS.md's pseudocode.
+        detach: stop-gradient through x_hat (first pass under no_grad), as the paper's pseudocode.
             Default False: gradients flow through x_hat (stable; see the module docstring).
         clamp: clamp the renoised images to [0, 1] (off by default).
         init: ``"gaussian_pretrained"`` (the shipped start named by ``start``) or ``"scratch"``.
@@ -97,6 +100,8 @@ class P2NConfig(FitConfig):
         guard: the collapse guard (:class:`fastdenoise.engine.callbacks.CollapseGuard`): when the residual energy
             of a step's estimate falls below ``guard`` times the start's, the fit stops and keeps the start.
             None: 0.5 on the CPU from a start or ``weights``, otherwise off (CUDA: the paper's protocol); 0: off.
+            A safety net: on pixel-independent noise (and real photos through ``denoise``'s ``pd="auto"``) a fit
+            does not fall that far.
         weights: path of the initial weights (None: the shipped ones: RGB, or the grayscale start for
             1-channel images).
         gray: how a 1-channel image meets the pretrained start: ``"native"`` (default) fits the shipped
