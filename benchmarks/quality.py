@@ -106,8 +106,8 @@ def main(argv=None) -> int:
             f"Command: `{command}`. Networks from {'the shipped starts' if a.init == 'start' else 'random weights'}. "
             "Each method at "
             "its default iterations for this device; `ref` = the reference configuration (plain-torch ops, fp32, "
-            "no CUDA graphs), same seeds and iterations. PSNR/SSIM: METHODS.md 1.2 default (clamp, uint8, "
-            "peak 255; 11x11 Gaussian SSIM).\n\n" + format_table(rows) + "\n")
+            "no CUDA graphs), same seeds and iterations. PSNR/SSIM: the default `p2n` convention of "
+            "fastdenoise/metrics.py (clamp, uint8, peak 255; 11x11 Gaussian SSIM).\n\n" + format_table(rows) + "\n")
     if os.path.exists(a.out):        # keep the camera-noise section (benchmarks/camera_sweep.py) below the table
         with open(a.out) as f:
             old = f.read()

@@ -17,7 +17,10 @@ when that folder is absent. Scored as the papers do (:mod:`fastdenoise.pairs`: u
 * ``variants``: the options of ``--variants`` (``method:key=value,key=value;...``), e.g. ``pd=1`` or
   ``blend=1``, to measure what each default adds;
 * ``clean``: the ground truth itself denoised by each default, scored against itself (a method must give a
-  clean photo back: 40 dB or more).
+  clean photo back: 40 dB or more);
+* ``low``: low-noise photos made from the blocks, ``clean + 0.25 (noisy - clean)`` rounded to 8 bits (the
+  real noise at a quarter of its amplitude, about 12 dB less of it), with the noisy row: a method must not
+  return them worse than they came in. ``--low-iters 0`` scores the starts alone.
 
 Rows go to a JSONL file (``--out``, default ``benchmarks/results/real-noise-cpu.jsonl``) as soon as they
 exist, with the date, machine, thread count and versions; a run resumes from it. ``--blocks 0:40:5`` picks
@@ -41,7 +44,8 @@ ROOT = os.path.dirname(HERE)
 DATA = os.path.join(os.path.dirname(ROOT), "shared", "realnoise", "sidd_val40")
 OUT = os.path.join(HERE, "results", "real-noise-cpu.jsonl")
 MD = os.path.join(HERE, "real_noise.md")
-PHASES = ("base", "start", "default", "curve", "variants", "clean")
+PHASES = ("base", "start", "default", "curve", "variants", "clean", "low")
+LOW_SCALE = 0.25
 CURVE = (0, 10, 25, 50, 100, 200)
 
 
@@ -94,6 +98,7 @@ def main(argv=None) -> int:
     ap.add_argument("--curve-iters", default=",".join(map(str, CURVE)))
     ap.add_argument("--variants", default="")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--low-iters", type=int, default=None, help="iterations of the low phase (default: the defaults)")
     ap.add_argument("--markdown", action="store_true", help="print the tables of the rows so far and exit")
     ap.add_argument("--md", action="store_true", help="with --markdown: also write benchmarks/real_noise.md")
     a = ap.parse_args(argv)
@@ -159,8 +164,29 @@ def main(argv=None) -> int:
         elif phase == "clean":
             same = [Pair(p.name, p.clean, p.clean) for p in pairs]
             evaluate_pairs(same, methods, baselines=(), **common)
+        elif phase == "low":
+            import tempfile
+
+            with tempfile.TemporaryDirectory() as tmp:
+                evaluate_pairs(low_pairs(pairs, tmp), methods, iters=a.low_iters, baselines=("noisy",), **common)
         print(f"[{phase}] done in {time.perf_counter() - t0:.0f} s", flush=True)
     return 0
+
+
+def low_pairs(pairs: list, folder: str) -> list:
+    """The low-noise versions of ``pairs`` (``clean + LOW_SCALE (noisy - clean)``, 8-bit PNG) written to
+    ``folder``, paired with their ground truth."""
+    from fastdenoise.io import write_image
+    from fastdenoise.pairs import Pair
+    from fastdenoise.pairs import load_pair
+
+    out = []
+    for p in pairs:
+        noisy, clean = load_pair(p)
+        path = os.path.join(folder, p.name.replace("/", "_") + ".png")
+        write_image(path, np.clip(clean + LOW_SCALE * (noisy - clean), 0, 1), bit_depth=8)
+        out.append(Pair(p.name, path, p.clean))
+    return out
 
 
 def markdown(rows: list[dict]) -> str:
@@ -175,6 +201,7 @@ def markdown(rows: list[dict]) -> str:
     out = [f"Rows of {dates[0]}" + (f" to {dates[-1]}" if len(dates) > 1 else "") + "; "
            + "; ".join(sorted(envs)) + ".", ""]
     noisy = {r["image"]: r["psnr"] for r in rows if r["phase"] == "base" and r["method"] == "noisy"}
+    low_noisy = {r["image"]: r["psnr"] for r in rows if r["phase"] == "low" and r["method"] == "noisy"}
     out += ["| phase | method | options | blocks | mean PSNR dB | mean SSIM | gain over noisy dB | "
             "better than noisy | at least the start | mean time s |", "|---|---|---|---|---|---|---|---|---|---|"]
     start = {(r["image"], r["method"]): r["psnr"] for r in rows if r["phase"] == "start"}
@@ -182,15 +209,16 @@ def markdown(rows: list[dict]) -> str:
         if phase in ("curve", "clean"):
             continue
         sel = [r for r in rows if r["phase"] == phase]
+        ref = low_noisy if phase == "low" else noisy
         for d in summarize(rows_from_json(sel)):
             rs = [r for r in sel if r["method"] == d["method"] and r["options"] == d["options"]]
-            base = [noisy[r["image"]] for r in rs if r["image"] in noisy]
+            base = [ref[r["image"]] for r in rs if r["image"] in ref]
             gain = f"{d['psnr'] - np.mean(base):+.2f}" if len(base) == len(rs) and d["method"] != "noisy" else "–"
-            better = (f"{sum(r['psnr'] > noisy[r['image']] for r in rs)}/{len(rs)}"
+            better = (f"{sum(r['psnr'] > ref[r['image']] for r in rs)}/{len(rs)}"
                       if len(base) == len(rs) and d["method"] != "noisy" else "–")
             st = [start.get((r["image"], r["method"])) for r in rs]
             atleast = (f"{sum(r['psnr'] >= s - 1e-9 for r, s in zip(rs, st))}/{len(rs)}"
-                       if phase not in ("start", "base") and all(s is not None for s in st) else "–")
+                       if phase not in ("start", "base", "low") and all(s is not None for s in st) else "–")
             out.append(f"| {phase} | {d['method']} | {d['options'] or '–'} | {d['images']} | {d['psnr']:.2f} | "
                        f"{d['ssim']:.4f} | {gain} | {better} | {atleast} | {d.get('seconds', '–')} |")
     curves = [r for r in rows if r["phase"] == "curve" and r["info"].get("curve")]

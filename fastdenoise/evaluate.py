@@ -2,12 +2,13 @@
 
 Used by ``fastdenoise eval`` and ``python -m benchmarks.quality`` (the committed quality table). For each
 (image, noise) pair it reports the noisy input, BM3D (when the optional ``bm3d`` package is installed;
-told the noise model, see :func:`_bm3d`) and each method's PSNR/SSIM (METHODS.md 1.2 default convention: clamp, round to uint8, peak 255;
-MATLAB-style 11x11 Gaussian SSIM per channel), iterations and seconds; with ``reference=True`` each
-method also runs in its reference configuration (plain-torch ops, fp32, no graphs) with the same seeds
-and iterations, and the PSNR difference is reported. Each output is scored against the noise spec's
-noise-free reference (:meth:`fastdenoise.noise.NoiseSpec.target`): the sample itself, or for ``camera``
-noise the sample through the same camera pipeline without noise (demosaicing included).
+told the noise model, see :func:`_bm3d`) and each method's PSNR/SSIM (the default ``"p2n"`` convention of
+:mod:`fastdenoise.metrics`: clamp, round to uint8, peak 255; MATLAB-style 11x11 Gaussian SSIM per channel),
+iterations and seconds; with ``reference=True`` each method also runs in its reference configuration
+(plain-torch ops, fp32, no graphs) with the same seeds and iterations, and the PSNR difference is reported.
+Each output is scored against the noise spec's noise-free reference
+(:meth:`fastdenoise.noise.NoiseSpec.target`): the sample itself, or for ``camera`` noise the sample through
+the same camera pipeline without noise (demosaicing included).
 """
 from __future__ import annotations
 

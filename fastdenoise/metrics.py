@@ -1,4 +1,4 @@
-"""PSNR and SSIM under the conventions the papers use (METHODS.md §1.2).
+"""PSNR and SSIM under the conventions the papers use.
 
 The numbers published by different repositories are computed differently (0.1-1 dB, 0.01-0.1 SSIM
 apart), so every function takes a ``convention``:

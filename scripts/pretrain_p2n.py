@@ -2,11 +2,11 @@
 """Supervised blind-AWGN pre-training of the P2N U-Net (UNetN2N) from offline data only.
 
 P2N starts from "parameters pre-trained on Gaussian noise"; those weights are not public, so fastdenoise
-ships its own (a documented deviation, METHODS.md 2.2). This script reproduces them:
+ships its own (a documented deviation, docs/DESIGN.md). This script reproduces them:
 
 * data: the images bundled with scikit-image EXCEPT astronaut, chelsea, coffee and camera (kept for
   evaluation), grayscale ones replicated to RGB, plus (optional) synthetic colour dead-leaves images;
-* noise: y = x + sigma * N(0, 1), sigma ~ U[0, 50]/255 per patch, no clipping (METHODS 1.1);
+* noise: y = x + sigma * N(0, 1), sigma ~ U[0, 50]/255 per patch, no clipping (as fastdenoise.noise);
 * random crops + the 8 dihedral transforms; L2 (default) or L1 loss; Adam with cosine decay;
 * everything seeded (numpy Generator + torch.manual_seed): same command, same weights (on one thread).
 

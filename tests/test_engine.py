@@ -162,7 +162,7 @@ def test_zsn2n_network_and_reference():
     from fastdenoise.methods import zsn2n
     from fastdenoise.models.zsn2n import ZSN2NNet
 
-    assert sum(p.numel() for p in ZSN2NNet(3).parameters()) == 22_275     # METHODS.md section 8
+    assert sum(p.numel() for p in ZSN2NNet(3).parameters()) == 22_275     # C = 3
     _, y = noisy_pair(5)
     fused = zsn2n.fit(y, iters=3, device="cpu")
     ref = zsn2n.fit(y, iters=3, device="cpu", reference=True)

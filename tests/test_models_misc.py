@@ -27,8 +27,8 @@ def _run(m, x):
 
 
 def test_parameter_counts():
-    assert _n(UNetNb2Nb()) == 1_259_043  # METHODS.md §3.3
-    assert _n(UNetNoise2Same(1, 1)) == 5_563_680  # METHODS.md §8
+    assert _n(UNetNb2Nb()) == 1_259_043  # C = 3
+    assert _n(UNetNoise2Same(1, 1)) == 5_563_680  # C = 1
     assert _n(UNetNoise2Same()) == 5_565_600  # "about 5.57M" for C = 3
     assert _n(Blind2GradNet()) == 1_124_553  # our reconstruction (regression value)
 

@@ -136,3 +136,26 @@ def test_cli_eval_pairs_json_and_errors(tmp_path, capsys):
     _png(str(tmp_path / "d" / "noisy" / "z.png"), n)
     assert cli.main(["eval", "--pairs", str(tmp_path / "d"), "--method", "zsn2n"]) == 2
     assert "without a clean partner" in capsys.readouterr().err
+
+
+def test_real_noise_benchmark_runs_resumes_and_skips_without_data(tmp_path, capsys):
+    from benchmarks import real_noise
+
+    assert real_noise.main(["--data", str(tmp_path / "absent")]) == 0
+    assert "nothing to measure" in capsys.readouterr().out
+    _folders(str(tmp_path / "d"), names=("a",))
+    out = str(tmp_path / "rows.jsonl")
+    args = ["--data", str(tmp_path / "d"), "--out", out, "--methods", "zsn2n", "--threads", "1"]
+    assert real_noise.main(args + ["--phases", "base,start,clean,variants,low", "--variants", "zsn2n:iters=0,pd=1",
+                                   "--low-iters", "0"]) == 0
+    rows = real_noise.load_rows(out)
+    assert {(r["phase"], r["method"]) for r in rows} >= {("base", "noisy"), ("base", "wavelet"), ("start", "zsn2n"),
+                                                          ("clean", "zsn2n"), ("variants", "zsn2n"), ("low", "noisy"),
+                                                          ("low", "zsn2n")}
+    assert all(r["env"]["threads"] == 1 and r["env"]["date"] for r in rows)
+    n = len(rows)
+    assert real_noise.main(args + ["--phases", "base,start"]) == 0 and len(real_noise.load_rows(out)) == n
+    capsys.readouterr()
+    assert real_noise.main(["--out", out, "--markdown"]) == 0
+    text = capsys.readouterr().out
+    assert "| start | zsn2n | iters=0 | 1 |" in text and "The ground truth denoised" in text

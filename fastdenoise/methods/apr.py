@@ -1,4 +1,4 @@
-"""APR-RD (AAAI 2025) on the fused ops (METHODS.md section 4): APR training of the AT-BSN blind-spot
+"""APR-RD (AAAI 2025) on the fused ops: APR training of the AT-BSN blind-spot
 network, then optional Recharged Distillation (RD) into a non-blind student.
 
 Stage 1, APR (per iteration, on a batch of crops ``y``):
@@ -29,7 +29,7 @@ The BSN denoises in overlapping, blended tiles of its training crop (``bsn_tile`
 the windows stacked on the batch axis), and the RD teachers come from the same tiles: its receptive field is
 one-sided and spans the whole image, so a BSN trained on small crops does not transfer to a larger input.
 
-Single-image defaults (``iters``/``crop``/``batch``/``stages``/``s_infer``/``tta`` None; METHODS 4.8
+Single-image defaults (``iters``/``crop``/``batch``/``stages``/``s_infer``/``tta`` None;
 [DECISION]: random crops of the one image with a random dihedral transform each):
 
 * CUDA: 3000 APR iterations on 8 x 128^2 crops, then 1500 RD iterations; BSN inference at s=1, tta 1.

@@ -1,6 +1,6 @@
-"""Blind2Grad (AIMS Mathematics 2025; no official code) on the fused ops (METHODS.md section 6).
+"""Blind2Grad (AIMS Mathematics 2025; no official code) on the fused ops.
 
-Per iteration (single-image mode, Self2Self style; every open choice is the METHODS 6.3 [DECISION]):
+Per iteration (single-image mode, Self2Self style; every choice the paper leaves open is a [DECISION]):
 
 1. ``M`` copies of the noisy image (``n_masks``); one dual mask per copy,
    ``dual_mask(y, x_m, seed, rate=0.25, eps_g=40/255)``: exactly 25 % of the pixels masked, drawn among

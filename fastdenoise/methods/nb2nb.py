@@ -1,4 +1,4 @@
-"""Neighbor2Neighbor (Nb2Nb, CVPR 2021) on the fused ops (METHODS.md section 3).
+"""Neighbor2Neighbor (Nb2Nb, CVPR 2021) on the fused ops.
 
 Per iteration:
 
@@ -11,10 +11,10 @@ Per iteration:
 5. Adam (lr below), constant.
 
 Network: :class:`~fastdenoise.models.unet_nb2nb.UNetNb2Nb` (1.26M params). There is no official
-single-image setting ([DECISION] in METHODS 3.4). Defaults:
+single-image setting (a [DECISION]). Defaults:
 
-* **CUDA: 2000 iterations, Adam lr 3e-4, upstream init** (Kaiming-normal x 0.1; the 2-5k range of
-  METHODS 3.4).
+* **CUDA: 2000 iterations, Adam lr 3e-4, upstream init** (Kaiming-normal x 0.1; 2000 is the low end of a
+  2-5k iteration range).
 * **CPU: 150 iterations from the shipped start** (``fastdenoise/weights/nb2nb_start.pt``, the default
   whenever it fits) at Adam lr 1e-3; from scratch 400 iterations, lr 1e-3, init x 0.3 (a fresh U-Net at
   x 0.1 first sits on a blurry plateau below the noisy input for hundreds of iterations; the larger

@@ -1,20 +1,20 @@
-"""Noise2Same (NeurIPS 2020) on the fused ops (METHODS.md section 5).
+"""Noise2Same (NeurIPS 2020) on the fused ops.
 
 Per iteration, on a batch of standardised crops ``x`` (B, C, h, w):
 
 1. ``x_J, M = stratified_mask(x, seed)``: one masked pixel per 14x14 box and channel (0.5 %), replaced
    by N(0, 0.2) values in standardised units (``mask_replace="donut"`` for the local-mean variant);
 2. ``raw = f(x)`` and ``masked = f(x_J)``, **two separate forward passes** (the U-Net has BatchNorm:
-   each pass uses its own batch statistics, METHODS 5.3), both with gradients;
+   each pass uses its own batch statistics, as in the official code), both with gradients;
 3. ``L = mean((raw - x)^2) + lam * sqrt(sum(M (raw - masked)^2) / sum(M))`` with the fused
    :func:`~fastdenoise.functional.noise2same_loss`, lam = 2;
 4. Adam, lr 4e-4, staircase decay x0.5 every 5k iterations (``lr_at``: the engine sets it from the
    iteration index, so a resumed run gets the same schedule).
 
-[DECISION] (METHODS 5.2) every image is standardised per channel (zero mean, unit population std)
+[DECISION]: every image is standardised per channel (zero mean, unit population std)
 before training and inference, and the output is un-standardised. In single-image (zero-shot) mode
 the network trains on random crops of the one standardised image with a random dihedral transform
-(rot90 x flip) per crop (METHODS 5.4 [DECISION]); the same sampler serves dataset mode.
+(rot90 x flip) per crop (a [DECISION]); the same sampler serves dataset mode.
 
 Inference: one pass on the whole standardised image. With few iterations the BatchNorm running
 statistics (TF momentum 0.997) are still far from the data, so by default inference uses the batch
@@ -23,7 +23,7 @@ statistics of the image itself (``bn_infer="batch"``, running statistics left un
 
 Defaults per device (``iters``/``crop``/``batch``/``base`` None):
 
-* CUDA: 3000 iterations, 64x64 crops, batch 16, U-Net base 96 (5.6M parameters; METHODS 5.4).
+* CUDA: 3000 iterations, 64x64 crops, batch 16, U-Net base 96 (5.6M parameters).
 * CPU: a narrower U-Net (base 48, 1.4M parameters; the full network costs about 1 GMAC per pixel).
   From the shipped start (``fastdenoise/weights/noise2same_start.pt``, the default whenever it fits;
   grayscale images get the RGB start folded over the colour channels): **the start alone, 0 iterations,
@@ -147,7 +147,7 @@ class Noise2Same(CropTraining, Method):
         # 1. x_J, M: one masked pixel per box and channel, replaced by N(0, sigma_m) values
         x_masked, mask = F.stratified_mask(x, seed, perc=c.perc, replace=c.mask_replace, sigma_m=c.sigma_m,
                                            backend=be)
-        # 2. two separate passes (BatchNorm statistics per pass, METHODS 5.3)
+        # 2. two separate passes (BatchNorm statistics per pass)
         out_full = run.net(x).float()
         out_masked = run.net(x_masked).float()
         # 3. L = mean((raw - x)^2) + lam sqrt(sum(M (raw - masked)^2) / sum(M))

@@ -1,4 +1,4 @@
-"""ZS-N2N (Zero-Shot Noise2Noise, Mansour & Heckel, CVPR 2023) on the fused ops (METHODS.md section 7).
+"""ZS-N2N (Zero-Shot Noise2Noise, Mansour & Heckel, CVPR 2023) on the fused ops.
 
 Per iteration, on the whole noisy image ``y`` (the network ``f`` predicts noise; denoised = y - f(y)):
 

@@ -1,5 +1,5 @@
 """AT-BSN (CVPR 2024) blind-spot network, rotation-free, plus the upstream rotated form and the RD
-students of APR-RD (AAAI 2025). Spec: METHODS.md sections 4.3, 4.5, 4.6.
+students of APR-RD (AAAI 2025).
 
 Frames and directions: branch k (k = 0..3, named "down", "left", "up", "right") is the upstream
 "down" U-Net applied to ``torch.rot90(x, k, (2, 3))`` and rotated back. ``ATBSN`` computes branch k

@@ -1,4 +1,4 @@
-"""The Blind2Grad network, reconstructed from the paper (METHODS.md §6.1; no official code exists).
+"""The Blind2Grad network, reconstructed from the paper (no official code exists).
 
 Every choice below that the paper leaves open is an interpretation, listed here:
 
@@ -18,7 +18,7 @@ Every choice below that the paper leaves open is an interpretation, listed here:
    average pool, FC C->C/8, ReLU, FC C/8->C, sigmoid, channel-wise scaling).
 4. **Gradient layer** at the H/2 decoder level (after its convs and attention): the feature map f is
    concatenated with its horizontal and vertical forward differences (D_x f, D_y f, zero in the last
-   column/row, the same ∇ as the loss, §6.2) and mixed back to the level width by a 1x1 conv and
+   column/row, the same ∇ as the loss) and mixed back to the level width by a 1x1 conv and
    LeakyReLU(0.1).
 5. **T-standout dropout**: inverted dropout with drop probability ``dropout`` that never drops a unit
    whose gradient magnitude is >= ``eps_s``. The gradient magnitude of a unit is that of the

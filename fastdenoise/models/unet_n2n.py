@@ -1,4 +1,4 @@
-"""The Noise2Noise / MASH / Positive2Negative U-Net (METHODS.md section 2.4).
+"""The Noise2Noise / MASH / Positive2Negative U-Net.
 
 991,203 parameters for 3 channels, 11.40 GMAC at 256x256. Five 2x2 max-pools, nearest-neighbour
 upsampling, LeakyReLU(0.1) after every conv except the last, no output activation: the output is the

@@ -1,4 +1,4 @@
-"""The Neighbor2Neighbor U-Net (METHODS.md §3.3): a modified Laine19 U-Net with ``n_feature`` = 48.
+"""The Neighbor2Neighbor U-Net: a modified Laine19 U-Net with ``n_feature`` = 48.
 
 Encoder: 3x3 conv C->48, 3x3 conv 48->48, max-pool; four more (3x3 conv 48->48, max-pool) levels (five
 pools in all), then a 3x3 conv 48->48 at H/32. Decoder: at every level a learned 2x2 stride-2
@@ -9,7 +9,7 @@ LeakyReLU(0.2) after every conv except the last; the output is the clean image. 
 transposed conv is initialised Kaiming-normal (fan-in, gain for ReLU) times 0.1, with zero biases.
 1,259,043 parameters for C = 3.
 
-Padding (METHODS.md §1.3): the input is reflect-padded at the bottom/right to a multiple of 32 in each
+Padding: the input is reflect-padded at the bottom/right to a multiple of 32 in each
 dimension and the output cropped back. ``square_pad=True`` reproduces the official evaluation, which
 pads to a square whose side is the next multiple of 32 of max(H, W).
 """

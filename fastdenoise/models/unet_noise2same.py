@@ -1,4 +1,4 @@
-"""The Noise2Same network: the GVTNets U-Net used by the official TensorFlow code (METHODS.md §5.3).
+"""The Noise2Same network: the GVTNets U-Net used by the official TensorFlow code.
 
 Layout for ``depth`` = 3, ``base`` = 96 (widths double at each down-sampling):
 
@@ -17,11 +17,11 @@ BatchNorm: TF momentum 0.997 is torch ``momentum=0.003``; eps 1e-5. Init: Glorot
 zero biases, BN weight 1 and bias 0.
 
 Parameter count (with the BN affine parameters, biases only on the stride-2 convs and the transposed
-convs): 5,563,680 for C = 1 (the METHODS.md §8 figure, matched exactly) and 5,565,600 for C = 3.
+convs): 5,563,680 for C = 1 and 5,565,600 for C = 3.
 Running statistics are buffers, not parameters.
 
 Inputs are reflect-padded (bottom/right) to a multiple of 2**depth and the output cropped back. Note
-(METHODS.md §5.3) that Noise2Same runs the masked and the full pass separately, each with its own
+that Noise2Same runs the masked and the full pass separately, each with its own
 batch statistics in training mode; concatenating them into one batch changes the result.
 """
 from __future__ import annotations

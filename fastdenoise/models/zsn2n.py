@@ -1,4 +1,4 @@
-"""The ZS-N2N network (Mansour & Heckel, CVPR 2023; METHODS.md section 7): two 3x3 convolutions of width 48
+"""The ZS-N2N network (Mansour & Heckel, CVPR 2023): two 3x3 convolutions of width 48
 with LeakyReLU(0.2) and a 1x1 head, predicting the NOISE of its input (denoised = y - f(y)).
 22,275 parameters for C = 3."""
 from __future__ import annotations

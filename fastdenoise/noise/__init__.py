@@ -1,4 +1,4 @@
-"""Synthetic noise in the Nb2Nb / Laine19 convention (METHODS.md §1.1).
+"""Synthetic noise in the Nb2Nb / Laine19 convention.
 
 * Gaussian: ``y = x + sigma / 255 * N(0, 1)``; ``sigma`` is quoted on the 0-255 scale. **No clipping.**
   A range ``(lo, hi)`` draws one std per image, uniform in [lo, hi] / 255 (e.g. gauss5_50).

@@ -78,7 +78,7 @@ def dual_mask(y: torch.Tensor, x_m: torch.Tensor, seed: int | torch.Tensor | Non
 def blind2grad_loss(out_masked: torch.Tensor, out_full: torch.Tensor, y: torch.Tensor, mask: torch.Tensor,
                     omega: float = 0.8, gamma: float = 0.5, grad_on: str = "all", detach_full: bool = True, *,
                     backend: str | None = None) -> torch.Tensor:
-    """Blind2Grad loss (METHODS eq. 3.9 read as an orthogonal sum of a pixel and an edge term), fused.
+    """Blind2Grad loss (the paper's eq. 3.9 read as an orthogonal sum of a pixel and an edge term), fused.
 
     With a = out_masked, f = out_full, m = mask broadcast over channels:
     ``L = (1 + gamma) * sum((m (a - y))^2) / n_m + omega^2 * sum(w * (D f - D a)^2) / n_d`` where D are

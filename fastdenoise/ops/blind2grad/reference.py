@@ -1,4 +1,4 @@
-"""Plain-torch reference of Blind2Grad's dual mask and loss (METHODS.md section 6): the oracle.
+"""Plain-torch reference of Blind2Grad's dual mask and loss: the oracle.
 
 Dual mask (``dual_mask_ref``), one mask per image shared across channels, shape (B, 1, H, W):
 
