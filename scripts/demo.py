@@ -15,8 +15,9 @@ pipeline:
 * P2N's two starts alone (one forward pass each): the paper's Gaussian-pretrained start, and the camera
   start (the Gaussian start supervised further on camera noise), the CPU default;
 * P2N fitted to the image from the camera start as ``fastdenoise.denoise`` runs it (``--iters``; default 100
-  on CUDA from the Gaussian start, 50 on the CPU with the collapse guard, which stops a fit that moves
-  towards the noisy input and keeps the start: the demo says when it did).
+  on CUDA from the Gaussian start, 50 on the CPU). ``denoise`` reads the noise from the image first: camera
+  noise is shared between neighbouring pixels, so it fits the four stride-2 sub-images (``pd="auto"``), and
+  the demo prints what it read. The starts alone run the same way.
 
 Writes ./out/demo/{reference,noisy,wavelet,gaussian_start,camera_start,p2n_fit,compare}.png. The same seed
 gives the same result on any machine, however busy.
@@ -37,7 +38,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--iters", type=int, default=None,
-                    help="P2N iterations from the Gaussian start (default: 100 on CUDA, 50 on the CPU)")
+                    help="P2N iterations (default: the device's, 100 on CUDA, 50 on the CPU)")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--noise", default="camera", help="noise spec (fastdenoise.noise.parse_noise; default camera)")
@@ -55,7 +56,6 @@ def main(argv=None) -> int:
     from fastdenoise.evaluate import wavelet_jinv
     from fastdenoise.io import load_sample
     from fastdenoise.io import write_image
-    from fastdenoise.methods import p2n
     from fastdenoise.noise import parse_noise
     from fastdenoise.plots import save_comparison
 
@@ -68,28 +68,35 @@ def main(argv=None) -> int:
     wav = torch.from_numpy(wavelet_jinv(noisy[0].permute(1, 2, 0).numpy())).permute(2, 0, 1)[None]
     t_wav = time.perf_counter() - t0
 
+    from fastdenoise import denoise
+
+    img = noisy[0].permute(1, 2, 0).numpy()
+    common = dict(method="p2n", device=a.device, seed=a.seed)
     t0 = time.perf_counter()
-    g_start = p2n.build(device=a.device, seed=a.seed, start="gaussian").fit(noisy, iters=0).output.cpu()
+    g_start = denoise(img, iters=0, start="gaussian", **common)
     t_gauss = time.perf_counter() - t0
-    tr = p2n.build(device=a.device, seed=a.seed)                 # the device's default start and guard
-    start = tr.fit(noisy, iters=0).output.cpu()
-    res = tr.fit(noisy, iters=tr.total_iters(a.iters), clean=clean)
-    fit = res.best.cpu()       # the output EMA of P2N's estimates (P2NConfig.ema), as fastdenoise.denoise returns
-    stop = tr.run.guard_stops.get(0)
+    start = denoise(img, iters=0, **common)                      # the device's default start
+    fit, info = denoise(img, iters=a.iters, clean=clean[0].permute(1, 2, 0).numpy(), return_info=True, **common)
+    as_t = lambda h: torch.from_numpy(np.ascontiguousarray(h)).permute(2, 0, 1)[None]  # noqa: E731
+    g_start, start, fit = as_t(g_start), as_t(start), as_t(fit)
+    stop = info.get("guard_stop")
 
     p = {k: psnr_quick(v, clean) for k, v in
          (("noisy", noisy), ("wavelet", wav), ("gauss", g_start), ("start", start), ("fit", fit))}
-    name = tr.cfg.start
-    ema = f", output EMA {tr.cfg.ema}" if res.ema_output is not None else ""
-    print(f"noise {spec}; device {tr.device}; wavelet {t_wav:.1f}s; a start alone {t_gauss:.1f}s; P2N fit "
-          f"{res.iters} iterations in {res.seconds:.1f}s ({res.seconds / max(1, res.iters):.2f}s/iter)")
+    name = os.path.splitext(info["init"]["model"])[0].replace("unet_n2n_", "").replace("_gray", "").replace(
+        "gauss", "gaussian")
+    nz = info.get("noise", {})
+    print(f"noise {spec}; read from the image: level {nz.get('level255', float('nan')):.1f}/255, correlation between "
+          f"neighbouring pixels {nz.get('correlation', float('nan')):.2f} -> pd {info['pd']}"
+          + (" (the four stride-2 sub-images fitted together)" if info["pd"] > 1 else ""))
+    print(f"device {info['device']}; wavelet {t_wav:.1f}s; a start alone {t_gauss:.1f}s; P2N fit {info['iters']} "
+          f"iterations in {info['seconds']:.1f}s ({info['seconds'] / max(1, info['iters']):.2f}s/iter)")
     print(f"PSNR noisy {p['noisy']:.2f} dB | J-invariant wavelet (classical, blind) {p['wavelet']:.2f} dB | "
           f"P2N Gaussian start alone {p['gauss']:.2f} dB | P2N {name} start alone {p['start']:.2f} dB | "
-          f"P2N fitted from it ({res.iters} iters{ema}) {p['fit']:.2f} dB")
+          f"P2N fitted from it ({info['iters']} iters, output EMA) {p['fit']:.2f} dB")
     if stop is not None:
-        print(f"the collapse guard stopped the fit at iteration {stop + 1} and kept the {name} start: on this "
-              f"noise the start already removes, further P2N steps move towards the noisy input "
-              f"(docs/methods/p2n.md); on Gaussian or Poisson noise the fit runs on (--noise gaussian:25)")
+        print(f"the collapse guard stopped the fit at iteration {stop + 1} and kept the {name} start "
+              f"(docs/methods/p2n.md)")
 
     os.makedirs(a.out, exist_ok=True)
     hwc = lambda t: t[0].permute(1, 2, 0).numpy()  # noqa: E731
@@ -99,7 +106,7 @@ def main(argv=None) -> int:
     cmp_path = save_comparison(
         os.path.join(a.out, "compare.png"), [hwc(noisy), hwc(wav), hwc(g_start), hwc(start), hwc(fit), hwc(clean)],
         [f"noisy {p['noisy']:.2f} dB", f"wavelet {p['wavelet']:.2f} dB", f"Gaussian start {p['gauss']:.2f} dB",
-         f"{name} start {p['start']:.2f} dB", f"P2N fitted {p['fit']:.2f} dB", "reference"], res.losses)
+         f"{name} start {p['start']:.2f} dB", f"P2N fitted {p['fit']:.2f} dB", "reference"], info["losses"])
     print(f"wrote {a.out}/{{reference,noisy,wavelet,gaussian_start,{name}_start,p2n_fit}}.png and {cmp_path}; "
           f"total {time.perf_counter() - t_start:.1f}s")
     return 0
