@@ -6,7 +6,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.fastdenoise-installed
 SOURCES := $(wildcard csrc/*.cpp csrc/*.h csrc/cpu/*.cpp) setup.py pyproject.toml requirements-dev.txt
 
-.PHONY: install demo test test-compat bench quality quality-reduced gpu-test gpu-bench gpu-quality gpu-check gpu-check-dry gpu-stack-check \
+.PHONY: install demo test test-compat bench quality quality-reduced real-noise gpu-test gpu-bench gpu-quality gpu-check gpu-check-dry gpu-stack-check \
 	compile-check traffic-model gpu-pretrain clean
 
 $(BIN)/python:
@@ -54,6 +54,14 @@ quality: $(STAMP)
 
 quality-reduced: $(STAMP)
 	$(BIN)/python -m benchmarks.quality --cpu-reduced
+
+# Real noise: every method on the 40 SIDD validation blocks beside the repository (../shared/realnoise/sidd_val40;
+# a note and exit 0 where they are absent), rows appended to benchmarks/results/real-noise-cpu.jsonl (resumes),
+# tables in benchmarks/real_noise.md. Hours on 2 CPU threads: run it under nohup.
+real-noise: $(STAMP)
+	$(BIN)/python -m pip install -q bm3d==4.0.3
+	$(BIN)/python -m benchmarks.real_noise --phases base,start,default,clean,low
+	$(BIN)/python -m benchmarks.real_noise --markdown --md
 
 clean:
 	rm -rf build $(VENV) fastdenoise/_C*.so *.egg-info .pytest_cache .benchmarks

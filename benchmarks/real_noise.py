@@ -17,7 +17,7 @@ when that folder is absent. Scored as the papers do (:mod:`fastdenoise.pairs`: u
 * ``variants``: the options of ``--variants`` (``method:key=value,key=value;...``), e.g. ``pd=1`` or
   ``blend=1``, to measure what each default adds;
 * ``clean``: the ground truth itself denoised by each default, scored against itself (a method must give a
-  clean photo back: 40 dB or more);
+  clean photo back: 40 dB or more; ``--clean-iters 0`` scores the starts alone);
 * ``low``: low-noise photos made from the blocks, ``clean + 0.25 (noisy - clean)`` rounded to 8 bits (the
   real noise at a quarter of its amplitude, about 12 dB less of it), with the noisy row: a method must not
   return them worse than they came in. ``--low-iters 0`` scores the starts alone.
@@ -99,6 +99,8 @@ def main(argv=None) -> int:
     ap.add_argument("--variants", default="")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--low-iters", type=int, default=None, help="iterations of the low phase (default: the defaults)")
+    ap.add_argument("--clean-iters", type=int, default=None,
+                    help="iterations of the clean phase (default: the defaults; 0: the starts alone)")
     ap.add_argument("--markdown", action="store_true", help="print the tables of the rows so far and exit")
     ap.add_argument("--md", action="store_true", help="with --markdown: also write benchmarks/real_noise.md")
     a = ap.parse_args(argv)
@@ -163,7 +165,7 @@ def main(argv=None) -> int:
                 evaluate_pairs(pairs, [m], iters=iters, baselines=(), options=kw, **common)
         elif phase == "clean":
             same = [Pair(p.name, p.clean, p.clean) for p in pairs]
-            evaluate_pairs(same, methods, baselines=(), **common)
+            evaluate_pairs(same, methods, iters=a.clean_iters, baselines=(), **common)
         elif phase == "low":
             import tempfile
 
@@ -240,10 +242,14 @@ def markdown(rows: list[dict]) -> str:
     clean = [r for r in rows if r["phase"] == "clean"]
     if clean:
         out += ["", "The ground truth denoised (scored against itself; 40 dB or more expected):", "",
-                "| method | blocks | mean PSNR dB | lowest PSNR dB | blocks under 40 dB |", "|---|---|---|---|---|"]
-        for m in dict.fromkeys(r["method"] for r in clean):
-            ps = [r["psnr"] for r in clean if r["method"] == m]
-            out.append(f"| {m} | {len(ps)} | {np.mean(ps):.2f} | {min(ps):.2f} | {sum(p < 40 for p in ps)} |")
+                "| method | options | blocks | mean PSNR dB | lowest PSNR dB | blocks under 40 dB | mean blend |",
+                "|---|---|---|---|---|---|---|"]
+        for m, o in dict.fromkeys((r["method"], r["options"]) for r in clean):
+            rs = [r for r in clean if (r["method"], r["options"]) == (m, o)]
+            ps = [min(r["psnr"], 99.0) for r in rs]
+            bl = np.mean([r["info"].get("blend", 1.0) for r in rs])
+            out.append(f"| {m} | {o or '–'} | {len(ps)} | {np.mean(ps):.2f} | {min(ps):.2f} | {sum(p < 40 for p in ps)} | "
+                       f"{bl:.2f} |")
     return "\n".join(out)
 
 

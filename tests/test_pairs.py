@@ -147,7 +147,7 @@ def test_real_noise_benchmark_runs_resumes_and_skips_without_data(tmp_path, caps
     out = str(tmp_path / "rows.jsonl")
     args = ["--data", str(tmp_path / "d"), "--out", out, "--methods", "zsn2n", "--threads", "1"]
     assert real_noise.main(args + ["--phases", "base,start,clean,variants,low", "--variants", "zsn2n:iters=0,pd=1",
-                                   "--low-iters", "0"]) == 0
+                                   "--low-iters", "0", "--clean-iters", "0"]) == 0
     rows = real_noise.load_rows(out)
     assert {(r["phase"], r["method"]) for r in rows} >= {("base", "noisy"), ("base", "wavelet"), ("start", "zsn2n"),
                                                           ("clean", "zsn2n"), ("variants", "zsn2n"), ("low", "noisy"),
@@ -159,3 +159,4 @@ def test_real_noise_benchmark_runs_resumes_and_skips_without_data(tmp_path, caps
     assert real_noise.main(["--out", out, "--markdown"]) == 0
     text = capsys.readouterr().out
     assert "| start | zsn2n | iters=0 | 1 |" in text and "The ground truth denoised" in text
+    assert "| zsn2n | iters=0 | 1 |" in text.split("The ground truth denoised")[1]
