@@ -97,6 +97,7 @@ def main(argv=None) -> int:
     ap.add_argument("--blocks", default="", help="slice of the sorted block names, e.g. 0:40:5")
     ap.add_argument("--curve-iters", default=",".join(map(str, CURVE)))
     ap.add_argument("--variants", default="")
+    ap.add_argument("--baselines", default="noisy,wavelet,bm3d", help="rows of the base phase")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--low-iters", type=int, default=None, help="iterations of the low phase (default: the defaults)")
     ap.add_argument("--clean-iters", type=int, default=None,
@@ -151,7 +152,7 @@ def main(argv=None) -> int:
         common = dict(device="cpu", done=done(phase), on_row=writer(phase),
                       progress=lambda s, p=phase: print(f"[{p}] {s}", flush=True))
         if phase == "base":
-            evaluate_pairs(pairs, (), **common)
+            evaluate_pairs(pairs, (), baselines=[b for b in a.baselines.split(",") if b], **common)
         elif phase == "start":
             evaluate_pairs(pairs, methods, iters=0, baselines=(), **common)
         elif phase == "default":
