@@ -96,6 +96,7 @@ def main(argv=None) -> int:
     ap.add_argument("--phases", default="base,start,default,clean")
     ap.add_argument("--blocks", default="", help="slice of the sorted block names, e.g. 0:40:5")
     ap.add_argument("--curve-iters", default=",".join(map(str, CURVE)))
+    ap.add_argument("--curve-options", default="", help="denoise options of the curve phase, e.g. pd=1,guard=0")
     ap.add_argument("--variants", default="")
     ap.add_argument("--baselines", default="noisy,wavelet,bm3d", help="rows of the base phase")
     ap.add_argument("--threads", type=int, default=2)
@@ -159,7 +160,8 @@ def main(argv=None) -> int:
             evaluate_pairs(pairs, methods, baselines=(), **common)
         elif phase == "curve":
             its = tuple(int(v) for v in a.curve_iters.split(","))
-            evaluate_pairs(pairs, methods, iters=max(its), baselines=(), curve=its, **common)
+            opts = _parse_variants("x:" + a.curve_options)[0][1] if a.curve_options else {}
+            evaluate_pairs(pairs, methods, iters=max(its), baselines=(), curve=its, options=opts, **common)
         elif phase == "variants":
             for m, kw in _parse_variants(a.variants):
                 iters = kw.pop("iters", None)
@@ -226,20 +228,24 @@ def markdown(rows: list[dict]) -> str:
                        f"{d['ssim']:.4f} | {gain} | {better} | {atleast} | {d.get('seconds', '–')} |")
     curves = [r for r in rows if r["phase"] == "curve" and r["info"].get("curve")]
     if curves:
-        its = sorted({t for r in curves for t, _ in r["info"]["curve"]})
-        out += ["", "Curves (one fit per block of the largest count; mean PSNR dB of the estimate at each count, "
-                "0 = the start alone):", "",
-                "| method | blocks | " + " | ".join(str(t) for t in its) + " |", "|---|---|" + "---|" * len(its)]
-        for m in dict.fromkeys(r["method"] for r in curves):
-            rs = [r for r in curves if r["method"] == m]
-            cells = []
-            for t in its:
-                v = [dict(r["info"]["curve"]).get(t) for r in rs]
-                if t == 0:
-                    v = [start.get((r["image"], m)) for r in rs]
-                v = [x for x in v if x is not None]
-                cells.append(f"{np.mean(v):.2f}" if len(v) == len(rs) else "–")
-            out.append(f"| {m} | {len(rs)} | " + " | ".join(cells) + " |")
+        its = sorted({0} | {t for r in curves for t, _ in r["info"]["curve"]})
+        out += ["", "Curves (per block, one fit of the largest count; PSNR dB of the estimate the fit would return "
+                "at each count, 0 = the start alone with the same options):", "",
+                "| method | options | block | noisy | " + " | ".join(str(t) for t in its) + " |",
+                "|---|---|---|---|" + "---|" * len(its)]
+        for r in curves:
+            m, o = r["method"], r["options"]
+            kv = dict(x.split("=", 1) for x in o.split(",") if x)
+            kv = {k: w for k, w in kv.items() if k not in ("iters", "guard")}
+            o0 = ",".join(f"{k}={w}" for k, w in sorted({**kv, "iters": "0"}.items()))
+            zero = [z["psnr"] for z in rows if z["phase"] in ("start", "variants") and z["options"] == o0
+                    and z["method"] == m and z["image"] == r["image"]]
+            pts = dict(r["info"]["curve"])
+            if zero:
+                pts[0] = zero[0]
+            cells = [f"{pts[t]:.2f}" if t in pts else "–" for t in its]
+            nz = f"{noisy[r['image']]:.2f}" if r["image"] in noisy else "–"
+            out.append(f"| {m} | {o} | {r['image']} | {nz} | " + " | ".join(cells) + " |")
     clean = [r for r in rows if r["phase"] == "clean"]
     if clean:
         out += ["", "The ground truth denoised (scored against itself; 40 dB or more expected):", "",
