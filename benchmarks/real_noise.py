@@ -20,7 +20,10 @@ when that folder is absent. Scored as the papers do (:mod:`fastdenoise.pairs`: u
   clean photo back: 40 dB or more; ``--clean-iters 0`` scores the starts alone);
 * ``low``: low-noise photos made from the blocks, ``clean + 0.25 (noisy - clean)`` rounded to 8 bits (the
   real noise at a quarter of its amplitude, about 12 dB less of it), with the noisy row: a method must not
-  return them worse than they came in. ``--low-iters 0`` scores the starts alone.
+  return them worse than they came in. ``--low-iters 0`` scores the starts alone;
+* ``noise``: what the noise of each block is (``noisy - clean``: its std, the correlation between horizontal
+  neighbours one and two pixels apart and between the red and green channels) beside what
+  :func:`fastdenoise.noise.estimate_noise` reads from the noisy block alone.
 
 Rows go to a JSONL file (``--out``, default ``benchmarks/results/real-noise-cpu.jsonl``) as soon as they
 exist, with the date, machine, thread count and versions; a run resumes from it. ``--blocks 0:40:5`` picks
@@ -44,7 +47,7 @@ ROOT = os.path.dirname(HERE)
 DATA = os.path.join(os.path.dirname(ROOT), "shared", "realnoise", "sidd_val40")
 OUT = os.path.join(HERE, "results", "real-noise-cpu.jsonl")
 MD = os.path.join(HERE, "real_noise.md")
-PHASES = ("base", "start", "default", "curve", "variants", "clean", "low")
+PHASES = ("base", "start", "default", "curve", "variants", "clean", "low", "noise")
 LOW_SCALE = 0.25
 CURVE = (0, 10, 25, 50, 100, 200)
 
@@ -169,6 +172,12 @@ def main(argv=None) -> int:
         elif phase == "clean":
             same = [Pair(p.name, p.clean, p.clean) for p in pairs]
             evaluate_pairs(same, methods, iters=a.clean_iters, baselines=(), **common)
+        elif phase == "noise":
+            have = {r["image"] for r in old if r.get("phase") == "noise"}
+            for p in pairs:
+                if p.name not in have:
+                    writer(phase)(noise_row(p))
+                    print(f"[noise] {p.name}", flush=True)
         elif phase == "low":
             import tempfile
 
@@ -176,6 +185,28 @@ def main(argv=None) -> int:
                 evaluate_pairs(low_pairs(pairs, tmp), methods, iters=a.low_iters, baselines=("noisy",), **common)
         print(f"[{phase}] done in {time.perf_counter() - t0:.0f} s", flush=True)
     return 0
+
+
+def noise_row(pair):
+    """A ``noise`` phase row: the true noise of ``pair`` and what the estimate reads (see the docstring)."""
+    from fastdenoise.noise import estimate_noise
+    from fastdenoise.pairs import PairRow
+    from fastdenoise.pairs import load_pair
+
+    noisy, clean = load_pair(pair)
+    n = noisy.astype(np.float64) - clean.astype(np.float64)
+    n = n - n.mean(axis=(0, 1))
+
+    def corr(a, b):
+        return float((a * b).mean() / np.sqrt((a * a).mean() * (b * b).mean()))
+
+    true = {"std255": round(float(n.std()) * 255, 3), "corr_1px": round(corr(n[:, 1:], n[:, :-1]), 4),
+            "corr_2px": round(corr(n[:, 2:], n[:, :-2]), 4)}
+    if n.shape[-1] >= 2:
+        true["corr_rg"] = round(corr(n[..., 0], n[..., 1]), 4)
+    est = estimate_noise(noisy).as_dict()
+    est["level_over_true"] = round(est["level255"] / max(true["std255"], 1e-9), 4)
+    return PairRow(pair.name, "noise", float("nan"), float("nan"), info={"true": true, "estimate": est})
 
 
 def low_pairs(pairs: list, folder: str) -> list:
@@ -211,7 +242,7 @@ def markdown(rows: list[dict]) -> str:
             "better than noisy | at least the start | mean time s |", "|---|---|---|---|---|---|---|---|---|---|"]
     start = {(r["image"], r["method"]): r["psnr"] for r in rows if r["phase"] == "start"}
     for phase in PHASES:
-        if phase in ("curve", "clean"):
+        if phase in ("curve", "clean", "noise"):
             continue
         sel = [r for r in rows if r["phase"] == phase]
         ref = low_noisy if phase == "low" else noisy
@@ -246,6 +277,20 @@ def markdown(rows: list[dict]) -> str:
             cells = [f"{pts[t]:.2f}" if t in pts else "–" for t in its]
             nz = f"{noisy[r['image']]:.2f}" if r["image"] in noisy else "–"
             out.append(f"| {m} | {o} | {r['image']} | {nz} | " + " | ".join(cells) + " |")
+    nrows = [r for r in rows if r["phase"] == "noise"]
+    if nrows:
+        def span(vals):
+            return f"{np.mean(vals):.2f} ({min(vals):.2f} to {max(vals):.2f})"
+        t = [r["info"]["true"] for r in nrows]
+        e = [r["info"]["estimate"] for r in nrows]
+        out += ["", f"The noise of the {len(nrows)} blocks (`noisy - clean`) and what `estimate_noise` reads from the "
+                "noisy block alone: mean (lowest to highest):", "",
+                "| std (0-255) | correlation, 1 px | correlation, 2 px | correlation, R-G | estimated level / std | "
+                "estimated correlation | blocks read as `pd=2` |", "|---|---|---|---|---|---|---|",
+                f"| {span([x['std255'] for x in t])} | {span([x['corr_1px'] for x in t])} | "
+                f"{span([x['corr_2px'] for x in t])} | {span([x.get('corr_rg', 0.0) for x in t])} | "
+                f"{span([x['level_over_true'] for x in e])} | {span([x['correlation'] for x in e])} | "
+                f"{sum(x['pd'] == 2 for x in e)}/{len(e)} |"]
     clean = [r for r in rows if r["phase"] == "clean"]
     if clean:
         out += ["", "The ground truth denoised (scored against itself; 40 dB or more expected):", "",

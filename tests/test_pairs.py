@@ -155,6 +155,9 @@ def test_real_noise_benchmark_runs_resumes_and_skips_without_data(tmp_path, caps
     assert all(r["env"]["threads"] == 1 and r["env"]["date"] for r in rows)
     n = len(rows)
     assert real_noise.main(args + ["--phases", "base,start"]) == 0 and len(real_noise.load_rows(out)) == n
+    assert real_noise.main(args + ["--phases", "noise"]) == 0
+    noise = real_noise.load_rows(out)[-1]
+    assert noise["phase"] == "noise" and noise["info"]["true"]["std255"] > 0 and "correlation" in noise["info"]["estimate"]
     assert real_noise.main(args + ["--phases", "curve", "--curve-iters", "0,1,2"]) == 0
     assert [t for t, _ in real_noise.load_rows(out)[-1]["info"]["curve"]] == [1, 2]
     capsys.readouterr()
@@ -162,4 +165,4 @@ def test_real_noise_benchmark_runs_resumes_and_skips_without_data(tmp_path, caps
     text = capsys.readouterr().out
     assert "| start | zsn2n | iters=0 | 1 |" in text and "The ground truth denoised" in text
     assert "| zsn2n | iters=0 | 1 |" in text.split("The ground truth denoised")[1]
-    assert "| zsn2n | iters=2 | a |" in text.split("Curves")[1]
+    assert "| zsn2n | iters=2 | a |" in text.split("Curves")[1] and "The noise of the 1 blocks" in text

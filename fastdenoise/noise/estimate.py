@@ -15,9 +15,10 @@ about 0 for pixel-independent noise and about 0.65-0.75 for phone photos (SIDD).
 :data:`PD_THRESHOLD` the methods that assume pixel-independent noise should fit the stride-2 sub-images
 (``pd=2``), which :func:`fastdenoise.denoise` does by itself with ``pd="auto"`` (its default).
 
-Measured 2026-12-08 on the 40 SIDD validation blocks (256 x 256 phone photos with their ground truth): the
-stride-2 level is 0.91 of the true noise std on average (the full-resolution one 0.50) and the correlation is
-0.56 to 0.67. On the sample images: Gaussian sigma 25 and 50 and Poisson 30 give 0.00-0.12, the synthetic
+Measured 2026-12-08 on the 40 SIDD validation blocks (256 x 256 phone photos with their ground truth;
+``python -m benchmarks.real_noise --phases noise``): the level is 0.92 of the true noise std on average (0.61
+to 1.04; the full-resolution estimate alone reads about half) and the correlation 0.56 to 0.67, every block
+above the threshold; the true noise's correlation is 0.47 between neighbours and 0.08 two pixels apart. On the sample images: Gaussian sigma 25 and 50 and Poisson 30 give 0.00-0.12, the synthetic
 correlated, demosaicked and camera noises 0.78-0.85. Weak noise (Gaussian sigma 5: 0.23-0.45) and clean images
 (0.5-0.8: natural images are smooth at the finest scale) read higher, because the image's own texture fills
 the estimates; there the noise is too weak for the choice of stride to matter much.
