@@ -230,7 +230,7 @@ def auto_blend(y: torch.Tensor, den: torch.Tensor, est) -> float:
     For a denoiser ``d`` of ``y = x + n`` the weight minimising ``|y + w (d - y) - x|^2`` is
     ``<y - x, y - d> / |y - d|^2``, which is ``sigma^2 / mean((y - d)^2)`` to first order (when ``d`` depends
     little on each pixel's own noise): 1 when ``d`` removed just the noise, small when it also removed detail.
-    ``BLEND_MARGIN`` makes up for the estimated ``sigma`` reading low (0.91 of the true std on real photos)
+    ``BLEND_MARGIN`` makes up for the estimated ``sigma`` reading low (0.92 of the true std on real photos)
     so that a denoiser that removed only noise keeps weight 1."""
     r = float((y.double() - den.double()).pow(2).mean())
     s2 = float(np.mean(np.square(est.sigma)))
