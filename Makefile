@@ -55,8 +55,8 @@ quality: $(STAMP)
 quality-reduced: $(STAMP)
 	$(BIN)/python -m benchmarks.quality --cpu-reduced
 
-# Real noise: every method on the 40 SIDD validation blocks beside the repository (../shared/realnoise/sidd_val40;
-# a note and exit 0 where they are absent), rows appended to benchmarks/results/real-noise-cpu.jsonl (resumes),
+# Real noise: every method on a folder of noisy/clean SIDD blocks (benchmarks/real_noise.py --data; a note and
+# exit 0 where the folder is absent), rows appended to benchmarks/results/real-noise-cpu.jsonl (resumes),
 # tables in benchmarks/real_noise.md. Hours on 2 CPU threads: run it under nohup.
 real-noise: $(STAMP)
 	$(BIN)/python -m pip install -q bm3d==4.0.3

@@ -1,9 +1,9 @@
 """Real noise: every method on real phone photos with their ground truth (40 SIDD validation blocks).
 
-`python -m benchmarks.real_noise` reads the noisy/clean pairs of ``--data`` (default
-``../shared/realnoise/sidd_val40`` beside the repository: 40 256x256 sRGB blocks of the SIDD validation set,
-one per scene, which the project may measure on but neither ships nor trains on) and prints a note and exits 0
-when that folder is absent. Scored as the papers do (:mod:`fastdenoise.pairs`: uint8, peak 255). Phases
+`python -m benchmarks.real_noise` reads the noisy/clean pairs of ``--data`` (default: :data:`DATA`, a folder
+beside the repository holding 40 256x256 sRGB blocks of the SIDD validation set, one per scene, which the
+project may measure on but neither ships nor trains on) and prints a note and exits 0 when that folder is
+absent. Scored as the papers do (:mod:`fastdenoise.pairs`: uint8, peak 255). Phases
 (``--phases``, in this order, each over every block before the next):
 
 * ``base``: the noisy input, BM3D with the noise level estimated from the image (optional ``bm3d``

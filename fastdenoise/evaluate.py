@@ -164,6 +164,22 @@ def _bm3d(noisy: np.ndarray, clean: np.ndarray, noise: str, sample: np.ndarray |
     return run(noisy, bm3d_noise(noisy, noise)).astype(np.float32)
 
 
+def emit_row(key, make, have: dict, rows: list, on_row, progress, label: str) -> None:
+    """Append to ``rows`` the row of ``key``: the one in ``have`` (a resumed run), else ``make()`` (None: no row),
+    which is handed to ``on_row`` and reported through ``progress`` as ``label: PSNR (seconds)``."""
+    row = have.get(key)
+    if row is None:
+        row = make()
+        if row is None:
+            return
+        if on_row is not None:
+            on_row(row)
+        if progress:
+            t = "" if row.seconds is None else f" ({row.seconds:.1f} s)"
+            progress(f"{label}: {row.psnr:.2f} dB{t}")
+    rows.append(row)
+
+
 def evaluate(images=SAMPLES, noises=NOISES, methods=None, *, crop: int = 256, device: str = "auto",
              seed: int = 0, reference: bool = False, iters: int | None = None, init: str = "start",
              progress=print, done: list[Row] | None = None, on_row=None) -> list[Row]:
@@ -182,15 +198,7 @@ def evaluate(images=SAMPLES, noises=NOISES, methods=None, *, crop: int = 256, de
     rows: list[Row] = []
 
     def emit(key, make):
-        row = have.get(key)
-        if row is None:
-            row = make()
-            if on_row is not None:
-                on_row(row)
-            if progress:
-                t = "" if row.seconds is None else f" ({row.seconds:.1f} s)"
-                progress(f"{key[0]} {key[1]} {key[2]}: {row.psnr:.2f} dB{t}")
-        rows.append(row)
+        emit_row(key, make, have, rows, on_row, progress, " ".join(key))
 
     for name in images:
         sample = np.asarray(load_sample(name, crop=crop), dtype=np.float32)

@@ -209,6 +209,7 @@ def evaluate_pairs(pairs, methods=("p2n",), *, iters: int | None = None, seed: i
     """
     from fastdenoise.api import clear_cache
     from fastdenoise.api import denoise
+    from fastdenoise.evaluate import emit_row
     from fastdenoise.methods import available
 
     pairs = find_pairs(pairs) if isinstance(pairs, (str, os.PathLike)) else list(pairs)
@@ -225,17 +226,7 @@ def evaluate_pairs(pairs, methods=("p2n",), *, iters: int | None = None, seed: i
     rows: list[PairRow] = []
 
     def emit(key, make):
-        row = have.get(key)
-        if row is None:
-            row = make()
-            if row is None:
-                return
-            if on_row is not None:
-                on_row(row)
-            if progress:
-                t = "" if row.seconds is None else f" ({row.seconds:.1f} s)"
-                progress(f"{key[0]} {key[1]}{' ' + key[2] if key[2] else ''}: {row.psnr:.2f} dB{t}")
-        rows.append(row)
+        emit_row(key, make, have, rows, on_row, progress, " ".join(k for k in key if k))
 
     for pair in pairs:
         loaded = []
